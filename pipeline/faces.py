@@ -1,0 +1,227 @@
+"""Find faces with MediaPipe and turn them into square crop boxes.
+
+MediaPipe graphs are not thread-safe, and building one costs far more than running it on a frame,
+so each worker thread builds one finder the first time it needs it and reuses it for every clip
+(``thread_finder``). Both finders are stateless between calls (no tracking), so a finder reused
+across clips cannot carry one clip's face position into the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from pipeline.config import Detector
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in pixels, ``x1``/``y1`` exclusive."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float = 1.0
+
+    @property
+    def width(self) -> float:
+        return max(0.0, self.x1 - self.x0)
+
+    @property
+    def height(self) -> float:
+        return max(0.0, self.y1 - self.y0)
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
+
+    def iou(self, other: Box) -> float:
+        ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
+        iy = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def to_list(self) -> list[int]:
+        return [int(round(v)) for v in (self.x0, self.y0, self.x1, self.y1)]
+
+
+def square_box(face: Box, margin: float, frame_w: int, frame_h: int) -> Box:
+    """Grow ``face`` by ``margin`` of its size on each side, make it square, keep it in the frame.
+
+    The square keeps the box centre unless the frame edge forces a shift; a face larger than the
+    frame's short side gets the largest square that fits.
+    """
+    w, h = face.width * (1 + 2 * margin), face.height * (1 + 2 * margin)
+    side = min(max(w, h, 1.0), frame_w, frame_h)
+    cx, cy = face.center
+    x0 = min(max(cx - side / 2, 0.0), frame_w - side)
+    y0 = min(max(cy - side / 2, 0.0), frame_h - side)
+    x0, y0, side_i = int(round(x0)), int(round(y0)), int(round(side))
+    side_i = max(1, min(side_i, frame_w - x0, frame_h - y0))
+    return Box(x0, y0, x0 + side_i, y0 + side_i, face.score)
+
+
+def center_box(frame_w: int, frame_h: int) -> Box:
+    """The largest centred square: the crop used by ``--on-no-face center``."""
+    side = min(frame_w, frame_h)
+    x0, y0 = (frame_w - side) // 2, (frame_h - side) // 2
+    return Box(x0, y0, x0 + side, y0 + side, 0.0)
+
+
+def crop_grey(grey: np.ndarray, box: Box, size: int) -> np.ndarray:
+    """Cut ``box`` out of a grey frame and resize it to ``size`` x ``size`` with INTER_AREA."""
+    x0, y0, x1, y1 = box.to_list()
+    patch = grey[y0:y1, x0:x1]
+    if patch.size == 0:
+        raise ValueError(f"empty crop box {box} for frame {grey.shape}")
+    if patch.shape[0] == size and patch.shape[1] == size:
+        return np.ascontiguousarray(patch)
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class FaceFinder(Protocol):
+    def find(self, rgb: np.ndarray) -> list[Box]:
+        """All faces in an RGB frame, in pixels, before margin and squaring."""
+        ...
+
+
+class DetectionFinder:
+    """MediaPipe Face Detection (BlazeFace short-range, for faces within ~2 m: a selfie clip).
+
+    Its box is tighter than the landmark extent the seed cropped with, so it is mapped onto that
+    framing with ``MESH_FRAMING`` (centre shift and width/height scale as fractions of the box),
+    the medians measured on 495 real photos by ``benchmarks/detector_compare.py``. Frames are
+    shrunk to ``DETECT_SIDE`` pixels first: the network sees 128x128 anyway, and a smaller copy is
+    cheaper to hand to MediaPipe. Boxes are returned in the original frame's pixels.
+    """
+
+    MESH_FRAMING = (0.0, -0.047, 0.94, 1.07)  # dx, dy, width scale, height scale
+    DETECT_SIDE = 256
+
+    # 0.6, not MediaPipe's 0.5: on the 500 real photos recall is the same (99.8%), and textured
+    # backgrounds (walls, foliage) give false faces scoring 0.50-0.58.
+    def __init__(self, min_confidence: float = 0.6) -> None:
+        import mediapipe as mp
+
+        self.min_confidence = min_confidence
+        self._model = mp.solutions.face_detection.FaceDetection(
+            model_selection=0, min_detection_confidence=min_confidence
+        )
+
+    def find(self, rgb: np.ndarray) -> list[Box]:
+        h, w = rgb.shape[:2]
+        scale = self.DETECT_SIDE / max(h, w)
+        if scale < 1.0:
+            rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                             interpolation=cv2.INTER_LINEAR)
+        result = self._model.process(rgb)
+        dx, dy, sw, sh = self.MESH_FRAMING
+        boxes = []
+        for det in result.detections or []:
+            score = float(det.score[0]) if det.score else 1.0
+            if score < self.min_confidence:  # MediaPipe 0.10.21 reports some below its threshold
+                continue
+            rb = det.location_data.relative_bounding_box
+            cx, cy = (rb.xmin + rb.width * (0.5 + dx)) * w, (rb.ymin + rb.height * (0.5 + dy)) * h
+            bw, bh = rb.width * sw * w, rb.height * sh * h
+            box = Box(max(cx - bw / 2, 0.0), max(cy - bh / 2, 0.0), min(cx + bw / 2, w), min(cy + bh / 2, h), score)
+            if box.area > 0:
+                boxes.append(box)
+        return boxes
+
+
+class MeshFinder:
+    """MediaPipe Face Mesh, box = extent of the 468 landmarks (the seed's method).
+
+    ``static_image_mode=True``: every call detects afresh, so no tracking state leaks between the
+    clips a reused instance sees.
+    """
+
+    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5) -> None:
+        import mediapipe as mp
+
+        self._model = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False,
+            min_detection_confidence=min_confidence,
+        )
+
+    def find(self, rgb: np.ndarray) -> list[Box]:
+        h, w = rgb.shape[:2]
+        result = self._model.process(rgb)
+        boxes = []
+        for face in result.multi_face_landmarks or []:
+            pts = np.array([(p.x, p.y) for p in face.landmark], dtype=np.float32)
+            x0, y0 = np.clip(pts.min(axis=0), 0, 1)
+            x1, y1 = np.clip(pts.max(axis=0), 0, 1)
+            box = Box(float(x0 * w), float(y0 * h), float(x1 * w), float(y1 * h))
+            if box.area > 0:
+                boxes.append(box)
+        return boxes
+
+
+def make_finder(detector: Detector) -> FaceFinder:
+    if detector == "detection":
+        return DetectionFinder()
+    if detector == "mesh":
+        return MeshFinder()
+    raise ValueError(f"unknown detector {detector!r}: use 'detection' or 'mesh'")
+
+
+_local = threading.local()
+
+
+def thread_finder(detector: Detector) -> FaceFinder:
+    """This thread's finder for ``detector``, built on first use and reused afterwards."""
+    cache: dict[str, FaceFinder] | None = getattr(_local, "finders", None)
+    if cache is None:
+        cache = _local.finders = {}
+    if detector not in cache:
+        cache[detector] = make_finder(detector)
+    return cache[detector]
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: MediaPipe's C++ start-up chatter bypasses Python."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def warm_up(detector: Detector, workers: int, submit) -> None:  # submit: ThreadPoolExecutor.submit
+    """Build one finder in each of ``workers`` pool threads now, quietly, before progress starts.
+
+    A barrier holds every task until all have started, so each lands on a different thread.
+    """
+    barrier = threading.Barrier(workers)
+    blank = np.zeros((64, 64, 3), np.uint8)
+
+    def build() -> None:
+        thread_finder(detector).find(blank)
+        barrier.wait(timeout=120)
+
+    with native_stderr_silenced():
+        futures = [submit(build) for _ in range(workers)]
+        for future in futures:
+            future.result()

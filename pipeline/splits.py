@@ -1,0 +1,64 @@
+"""Assign whole sources to train / val / test so no video's chunks land in two splits."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from pipeline.config import SplitSettings
+from pipeline.sources import Source
+
+
+def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """How many of ``n`` sources of one label go to val and test; train always keeps one."""
+    n_test = round(n * test_fraction)
+    n_val = round(n * val_fraction)
+    # Small classes: a fraction > 0 still gets one source, as long as train keeps one.
+    if test_fraction > 0 and n_test == 0 and n - n_val >= 2:
+        n_test = 1
+    if val_fraction > 0 and n_val == 0 and n - n_test >= 2:
+        n_val = 1
+    while n_val + n_test >= n and (n_val or n_test):
+        if n_val >= n_test:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n_val, n_test
+
+
+def assign_splits(sources: list[Source], settings: SplitSettings) -> dict[str, str]:
+    """Map each source's ``rel`` to its split.
+
+    Order of precedence: a train/val/test folder in the dataset; then ``val_ids`` (matched against
+    the video id, e.g. ``0016``, or the file stem, e.g. ``Happy_0016``); then a per-label shuffle
+    with ``seed`` (stratified). Sorting first makes the result independent of file-system order.
+    """
+    result: dict[str, str] = {}
+    val_ids = {v.strip() for v in settings.val_ids if v.strip()}
+    free: dict[str, list[Source]] = defaultdict(list)
+    carve_val = not val_ids and settings.val_fraction > 0 and not any(s.split == "val" for s in sources)
+    for src in sorted(sources, key=lambda s: s.rel):
+        if src.split is not None:
+            # Datasets with only train/ and test/ folders still need a validation set: it is
+            # carved out of train/ below, never out of test/.
+            if src.split == "train" and carve_val:
+                free[src.label].append(src)
+            else:
+                result[src.rel] = src.split
+        elif val_ids:
+            result[src.rel] = "val" if (src.video_id in val_ids or src.path.stem in val_ids) else "train"
+        else:
+            free[src.label].append(src)
+    for label in sorted(free):
+        group = free[label]
+        rng = random.Random(f"{settings.seed}:{label}")
+        order = list(range(len(group)))
+        rng.shuffle(order)
+        from_folders = all(s.split == "train" for s in group)
+        test_fraction = 0.0 if from_folders else settings.test_fraction
+        n_val, n_test = _counts(len(group), settings.val_fraction, test_fraction)
+        for rank, idx in enumerate(order):
+            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            result[group[idx].rel] = split
+    return result
+

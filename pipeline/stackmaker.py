@@ -1,0 +1,147 @@
+"""Turn one source (clip or still image) into face stacks: the code `prepare` and `predict` share.
+
+Everything that decides a stack's pixels lives here and reads only ``StackSettings``, so a model
+served later sees exactly the inputs it was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.config import StackSettings
+from pipeline.faces import Box, FaceFinder, center_box, crop_grey, square_box
+from pipeline.tracks import choose_face
+from pipeline.video import SampledSequence, VideoError, VideoReader
+
+
+class SourceSkipped(Exception):
+    """A whole source gives no stack. ``reason`` is a short key, the message says why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class FaceStack:
+    """One sequence made into a stack, with what is needed to trace it back to the source."""
+
+    chunk: int
+    array: np.ndarray  # (C, size, size) uint8
+    frame_indices: list[int]  # source frame behind each channel (padding repeats the last)
+    boxes: list[list[int]]  # crop box per channel, source pixels [x0, y0, x1, y1]
+    found: list[bool]  # whether the face was detected in that channel's frame
+    frames: int  # real source frames in the sequence
+    padded: int  # channels filled by repeating the last face
+
+    @property
+    def face_ratio(self) -> float:
+        return sum(self.found) / len(self.found) if self.found else 0.0
+
+
+@dataclass
+class SourceStacks:
+    """All stacks of one source, plus what was dropped and why (for the report)."""
+
+    stacks: list[FaceStack] = field(default_factory=list)
+    dropped: list[tuple[int, str, str]] = field(default_factory=list)  # (chunk, reason, detail)
+    fps: float = 0.0
+    frame_size: tuple[int, int] = (0, 0)  # (width, height)
+    frames_decoded: int = 0
+
+
+def find_faces(finder: FaceFinder, bgr: np.ndarray) -> list[Box]:
+    """Faces in a BGR frame (MediaPipe wants RGB)."""
+    return finder.find(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def _to_grey(bgr: np.ndarray) -> np.ndarray:
+    return bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+
+
+def stack_frames(
+    frames: list[tuple[int, np.ndarray]], settings: StackSettings, finder: FaceFinder, channels: int
+) -> tuple[np.ndarray, list[int], list[list[int]], list[bool]] | None:
+    """Detect, choose one face, crop, and pad to ``channels`` by repeating the last face.
+
+    Returns None when no frame has a face and ``on_no_face`` is ``skip``.
+    """
+    detections = [find_faces(finder, bgr) for _, bgr in frames]
+    chosen, found = choose_face(detections)
+    greys = [_to_grey(bgr) for _, bgr in frames]
+    h, w = greys[0].shape[:2]
+    if not any(found):
+        if settings.on_no_face == "skip":
+            return None
+        boxes = [center_box(w, h)] * len(frames)
+    else:
+        boxes = [square_box(face, settings.margin, w, h) for face in chosen if face is not None]
+    crops = [crop_grey(grey, box, settings.size) for grey, box in zip(greys, boxes)]
+    indices = [index for index, _ in frames]
+    pad = channels - len(crops)
+    crops += [crops[-1]] * pad
+    indices += [indices[-1]] * pad
+    box_lists = [b.to_list() for b in boxes] + [boxes[-1].to_list()] * pad
+    found_list = list(found) + [False] * pad
+    return np.stack(crops), indices, box_lists, found_list
+
+
+def video_stacks(path: Path, settings: StackSettings, finder: FaceFinder) -> SourceStacks:
+    """Cut a clip into sequences and make a stack of each one that is long enough."""
+    out = SourceStacks()
+    try:
+        reader = VideoReader(path)
+    except VideoError as exc:
+        raise SourceSkipped("unreadable", str(exc)) from exc
+    with reader:
+        out.fps, out.frame_size = reader.fps, (reader.width, reader.height)
+        seq: SampledSequence
+        for seq in _checked(reader.sequences(settings.sequence_length, settings.interval)):
+            if seq.n_frames < settings.min_length:
+                reason = "too short" if seq.chunk == 0 else "trailing frames"
+                out.dropped.append((seq.chunk, reason,
+                                    f"{seq.n_frames} frames < --min-length {settings.min_length}"))
+                continue
+            made = stack_frames(seq.frames, settings, finder, settings.channels)
+            if made is None:
+                out.dropped.append((seq.chunk, "no face", "no face found in any sampled frame"))
+                continue
+            array, indices, boxes, found = made
+            out.stacks.append(FaceStack(seq.chunk, array, indices, boxes, found, seq.n_frames,
+                                        settings.channels - len(seq.frames)))
+        out.frames_decoded = reader.frames_decoded
+    if out.frames_decoded == 0:
+        raise SourceSkipped("no frames", "the file opens but no frame could be decoded")
+    if not out.stacks:
+        reasons = {reason for _, reason, _ in out.dropped}
+        reason = "too short" if reasons <= {"too short", "trailing frames"} else "no face"
+        raise SourceSkipped(reason, "; ".join(detail for _, _, detail in out.dropped))
+    return out
+
+
+def _checked(sequences: Iterator[SampledSequence]) -> Iterator[SampledSequence]:
+    """Pass sequences through, turning decoder crashes mid-clip into a skip reason."""
+    try:
+        yield from sequences
+    except cv2.error as exc:
+        raise SourceSkipped("unreadable", f"decoding failed: {exc}") from exc
+
+
+def image_stacks(path: Path, settings: StackSettings, finder: FaceFinder) -> SourceStacks:
+    """A still image becomes a 1-channel stack through the same detect/crop code as a clip."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SourceSkipped("unreadable", "OpenCV cannot read this image (corrupt or unknown format)")
+    made = stack_frames([(0, bgr)], settings, finder, channels=1)
+    if made is None:
+        raise SourceSkipped("no face", "no face found in the image")
+    array, indices, boxes, found = made
+    h, w = bgr.shape[:2]
+    return SourceStacks(stacks=[FaceStack(0, array, indices, boxes, found, 1, 0)], fps=0.0,
+                        frame_size=(w, h), frames_decoded=1)

@@ -1,0 +1,73 @@
+"""``manifest.csv``: one row per stack, the index that training iterates."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from stacks.atomic import atomic_write_text
+
+MANIFEST_NAME = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    stack: str  # path of the TIFF relative to the stack folder
+    label: str
+    split: str
+    source: str  # source file relative to the --source folder
+    video_id: str
+    chunk: int
+    channels: int
+    frames: int  # real frames of the source in this sequence (the rest was padded)
+    face_ratio: float  # share of sampled frames where the face was detected
+    fingerprint: str
+    root: str = ""  # stack folder, filled in when reading; not written
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root) / self.stack
+
+
+_COLUMNS = [f.name for f in fields(ManifestRow) if f.name != "root"]
+_TYPES = {"chunk": int, "channels": int, "frames": int, "face_ratio": float}
+
+
+def render_manifest(rows: list[ManifestRow]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: (r.split, r.label, r.stack)):
+        data = asdict(row)
+        data.pop("root")
+        data["face_ratio"] = f"{row.face_ratio:.4f}"
+        writer.writerow(data)
+    return buf.getvalue()
+
+
+def write_manifest(folder: Path, rows: list[ManifestRow]) -> bool:
+    """Write the manifest atomically; returns False (and touches nothing) when it is unchanged."""
+    path = Path(folder) / MANIFEST_NAME
+    text = render_manifest(rows)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    atomic_write_text(path, text)
+    return True
+
+
+def read_manifest(folder: Path, split: str | None = None, label: str | None = None) -> list[ManifestRow]:
+    """Rows of ``folder``'s manifest, optionally only one split and/or label."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in {folder}: run `python cli.py prepare` first")
+    rows = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for raw in csv.DictReader(fh):
+            values = {k: _TYPES.get(k, str)(raw[k]) for k in _COLUMNS}
+            row = ManifestRow(**values, root=str(folder))
+            if (split is None or row.split == split) and (label is None or row.label == label):
+                rows.append(row)
+    return rows
