@@ -144,22 +144,27 @@ def _process_all(pool: ThreadPoolExecutor, todo: list[Source], splits: dict[str,
         while len(pending) < 2 * workers and (src := next(queue, None)) is not None:
             pending.add(pool.submit(process_source, src, splits[src.rel], stems[src.rel], config.stack, config.out))
 
+    def collect(future: Future) -> int:
+        record = future.result()
+        _drop_stale(journal.records.get(record.rel), record)
+        journal.add(record)
+        bar.update(1)
+        return record.frames_decoded
+
     try:
         refill()
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 pending.discard(future)
-                record = future.result()
-                _drop_stale(journal.records.get(record.rel), record)
-                journal.add(record)
-                frames += record.frames_decoded
-                bar.update(1)
+                frames += collect(future)
             refill()
     except KeyboardInterrupt:
         interrupted = True
-        for future in pending:
-            future.cancel()
+        # Clips not started are dropped; clips in flight finish (seconds at most) and are kept.
+        running = [f for f in pending if not f.cancel()]
+        for future in running:
+            frames += collect(future)
     finally:
         bar.close()
     return frames, interrupted

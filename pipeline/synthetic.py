@@ -14,10 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# Where the face is in skimage's astronaut photo (512x512 RGB, public domain): the head crop we
-# paste, and the face inside that crop (eyes to chin), checked by eye and by MediaPipe.
+# Where the face is in skimage's astronaut photo (512x512 RGB, public domain), read off the image
+# by eye: the head crop we paste, and in that crop the face (hairline to chin, cheek to cheek)
+# and its landmarks. Tests check crop boxes against these, not against MediaPipe's own output.
 ASTRONAUT_HEAD = (0, 0, 320, 300)  # x0, y0, x1, y1 of the crop taken from the photo
-ASTRONAUT_FACE = (165, 40, 265, 170)  # x0, y0, x1, y1 of the face in that crop
+ASTRONAUT_FACE = (180, 72, 272, 176)  # x0, y0, x1, y1 of the face in that crop
+ASTRONAUT_LANDMARKS = {"left_eye": (200, 102), "right_eye": (246, 102), "mouth": (222, 146)}
 
 
 @dataclass(frozen=True)

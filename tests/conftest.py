@@ -1,0 +1,57 @@
+"""Shared fixtures: real clips made on the fly from a real face photo (no mocks, no binaries in git)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import pipeline  # noqa: E402,F401  (sets quiet native logging before cv2/mediapipe load)
+from pipeline.synthetic import (  # noqa: E402
+    ClipTruth,
+    astronaut_head,
+    make_corrupt_file,
+    make_face_clip,
+    make_faceless_clip,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+SMALL = (320, 240)  # frame size for test clips: real decode + detection, a fraction of the time
+
+
+@pytest.fixture(scope="session")
+def head() -> np.ndarray:
+    return astronaut_head()
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory, head: np.ndarray) -> dict:
+    """A seed-style clip folder with good clips of two labels and every kind of bad file."""
+    root = tmp_path_factory.mktemp("clips")
+    truths: dict[str, ClipTruth] = {}
+    for i, label in enumerate(["Happy", "Happy", "Happy", "Sad", "Sad", "Sad"]):
+        name = f"{label}_{i + 1:04d}.mp4"
+        photo = head if label == "Happy" else np.ascontiguousarray(head[:, ::-1])
+        truths[name] = make_face_clip(photo, root / name, seconds=3.2, size=SMALL, seed=i)
+    make_faceless_clip(root / "Neutral_0901.mp4", seconds=3.2, size=SMALL)
+    make_face_clip(head, root / "Happy_0902.mp4", seconds=1.0, size=SMALL, seed=9)
+    make_corrupt_file(root / "Sad_0903.mp4")
+    (root / "README.txt").write_text("not data\n")
+    shutil.copy(root / "Happy_0001.mp4", root / "nolabel.mp4")
+    return {"root": root, "truths": truths}
+
+
+def shared_faces() -> Path:
+    path = SHARED_DATA / "faces"
+    if not path.is_dir():
+        pytest.skip(f"real face photos not found at {path} (CI has ../shared/data beside the repo)")
+    return path
+
+
+__all__ = ["REPO", "SMALL", "shared_faces", "make_corrupt_file", "make_face_clip", "make_faceless_clip"]

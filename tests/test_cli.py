@@ -1,0 +1,143 @@
+"""The command line as a user meets it: help, errors without tracebacks, interruption and resume."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from pipeline.synthetic import make_face_clip
+from stacks import read_manifest, read_stack
+from stacks.atomic import TMP_MARK
+from tests.conftest import REPO, SMALL
+
+
+def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_help_names_every_option() -> None:
+    top = cli("--help")
+    assert top.returncode == 0 and "prepare" in top.stdout and "make-clips" in top.stdout
+    prep = cli("prepare", "--help")
+    for flag in ("--source", "--out", "--interval", "--sequence-length", "--min-length", "--margin", "--size",
+                 "--detector", "--on-no-face", "--workers", "--val-ids", "--val-fraction", "--test-fraction",
+                 "--seed", "--force"):
+        assert flag in prep.stdout
+    assert "(default: 5)" in prep.stdout
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["prepare", "--source", "/nonexistent/clips"], 1, "does not exist"),
+    (["prepare", "--source", ".", "--interval", "0"], 2, "--interval must be"),
+    (["prepare", "--source", ".", "--val-fraction", "0.7", "--test-fraction", "0.5"], 2, "leave something"),
+    (["make-clips", "--photos", "/nonexistent/photos"], 2, "does not exist"),
+])
+def test_expected_problems_are_one_line_errors(args: list[str], code: int, message: str, tmp_path: Path) -> None:
+    result = cli(*args, "--out", str(tmp_path / "out"))
+    assert result.returncode == code
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ")
+
+
+def test_nothing_produced_fails_with_the_reasons(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Happy_0001.mp4").write_bytes(b"garbage")
+    result = cli("prepare", "--source", str(src), "--out", str(tmp_path / "out"), "--no-progress")
+    assert result.returncode == 1 and "no stack was produced" in result.stderr and "unreadable: 1" in result.stderr
+
+
+def test_prepare_prints_the_summary(dataset: dict, tmp_path: Path) -> None:
+    result = cli("prepare", "--source", str(dataset["root"]), "--out", str(tmp_path / "out"), "--size", "32",
+                 "--no-progress", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "interval 5, 18 channels" in out and "frames/s" in out
+    assert "train" in out and "val" in out and "happy" in out and "sad" in out
+    assert "unreadable: 1" in out and "too short: 1" in out and "no face: 1" in out
+    assert "W0000" not in result.stderr and "moov atom" not in result.stderr  # native noise kept out
+
+
+@pytest.fixture
+def long_source(head: np.ndarray, tmp_path: Path) -> Path:
+    """Ten 12-second clips (4 sequences each): long enough to interrupt a run in the middle."""
+    src = tmp_path / "src"
+    first = make_face_clip(head, src / "Happy_0000.mp4", seconds=12, size=SMALL).path
+    for i in range(1, 10):
+        shutil.copy(first, src / f"Happy_{i:04d}.mp4")
+    return src
+
+
+def _start(src: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "cli.py"), "prepare", "--source", str(src), "--out", str(out), "--workers", "1",
+         "--detector", "mesh", "--no-progress", "--val-fraction", "0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for_stacks(proc: subprocess.Popen, out: Path, n: int) -> None:
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("*.tiff"))) < n:
+        assert proc.poll() is None, "prepare ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def _assert_every_stack_complete(out: Path) -> None:
+    for path in out.rglob("*.tiff"):
+        with tifffile.TiffFile(path) as tif:  # a truncated file fails here
+            assert tif.asarray().shape == (18, 224, 224)
+        assert read_stack(path).meta["frame_indices"]
+
+
+def test_killed_run_leaves_no_partial_stack_and_rerun_completes(long_source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start(long_source, out)
+    _wait_for_stacks(proc, out, 3)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    _assert_every_stack_complete(out)
+    rerun = cli("prepare", "--source", str(long_source), "--out", str(out), "--workers", "2", "--detector", "mesh",
+                "--no-progress", "--val-fraction", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    rows = read_manifest(out)
+    assert len(rows) == 40
+    assert not any(TMP_MARK in p.name for p in out.rglob("*"))
+    _assert_every_stack_complete(out)
+
+
+def test_ctrl_c_saves_what_is_done_and_says_how_to_continue(long_source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start(long_source, out)
+    _wait_for_stacks(proc, out, 1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted" in stderr and "run the same command again" in stderr and "Traceback" not in stderr
+    done = read_manifest(out)
+    assert 0 < len(done) < 40
+    rerun = cli("prepare", "--source", str(long_source), "--out", str(out), "--detector", "mesh", "--no-progress",
+                "--val-fraction", "0")
+    assert rerun.returncode == 0
+    assert len(read_manifest(out)) == 40
+    assert f"reused from earlier runs: {len(done) // 4}" in rerun.stdout
+
+
+@pytest.mark.skipif(os.environ.get("CI_SKIP_DEMO") == "1", reason="demo clips disabled")
+def test_make_clips_writes_a_preparable_folder(tmp_path: Path) -> None:
+    result = cli("make-clips", "--out", str(tmp_path / "clips"), "--per-label", "2", "--seconds", "3.1",
+                 "--width", "320", "--height", "240", "--with-bad-files")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [
+        "Happy_0001.mp4", "Happy_0002.mp4", "Happy_0901.mp4", "Happy_0902.mp4", "Happy_0903.mp4"]

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.faces import Box, DetectionFinder, MeshFinder, crop_grey, square_box
+from pipeline.synthetic import ASTRONAUT_LANDMARKS
+from pipeline.tracks import choose_face
+from stacks import ManifestRow, read_manifest, read_stack, write_manifest, write_stack
+from stacks.atomic import TMP_MARK, atomic_write
+
+
+def test_square_box_adds_margin_and_stays_in_frame() -> None:
+    box = square_box(Box(100, 50, 200, 190), margin=0.1, frame_w=640, frame_h=480)
+    assert box.width == box.height == 168  # 140 * 1.2
+    assert box.center == pytest.approx((150, 120), abs=1)
+    edge = square_box(Box(0, 400, 60, 480), margin=0.1, frame_w=640, frame_h=480)
+    assert edge.x0 == 0 and edge.y1 == 480 and edge.width == edge.height
+    huge = square_box(Box(-50, -50, 700, 700), margin=0.1, frame_w=640, frame_h=480)
+    assert (huge.width, huge.height) == (480, 480) and 0 <= huge.x0 and huge.x1 <= 640
+
+
+def test_crop_grey_is_square_uint8() -> None:
+    grey = np.arange(480 * 640, dtype=np.uint32).reshape(480, 640).astype(np.uint8)
+    crop = crop_grey(grey, Box(10, 20, 110, 120), 32)
+    assert crop.shape == (32, 32) and crop.dtype == np.uint8
+
+
+@pytest.mark.parametrize("finder_cls", [DetectionFinder, MeshFinder])
+def test_finders_put_the_box_on_the_astronauts_face(finder_cls: type, head: np.ndarray) -> None:
+    faces = finder_cls().find(head)
+    assert len(faces) == 1
+    box = square_box(faces[0], 0.1, head.shape[1], head.shape[0])
+    for x, y in ASTRONAUT_LANDMARKS.values():
+        assert box.x0 < x < box.x1 and box.y0 < y < box.y1
+    assert 90 < box.width < 160  # the face is ~95 px wide: a face crop, not the whole photo
+
+
+def test_finders_find_nothing_in_a_blank_frame() -> None:
+    blank = np.full((240, 320, 3), 128, np.uint8)
+    assert DetectionFinder().find(blank) == [] and MeshFinder().find(blank) == []
+
+
+def test_choose_face_prefers_the_steady_confident_face_over_a_big_flicker() -> None:
+    face = Box(100, 100, 180, 180, 0.9)
+    wall = Box(400, 50, 600, 250, 0.55)  # bigger, but low confidence and only in some frames
+    detections = [[face, wall], [face], [face, wall], [], [face]]
+    chosen, found = choose_face(detections)
+    assert all(box == face for box in chosen)
+    assert found == [True, True, True, False, True]
+
+
+def test_choose_face_late_face_and_no_face() -> None:
+    face = Box(10, 10, 50, 50, 0.9)
+    chosen, found = choose_face([[], [], [face]])
+    assert chosen == [face, face, face] and found == [False, False, True]
+    assert choose_face([[], []]) == ([None, None], [False, False])
+
+
+def test_choose_face_follows_a_moving_face() -> None:
+    path = [Box(100 + 10 * i, 100, 180 + 10 * i, 180, 0.9) for i in range(6)]
+    other = Box(500, 300, 560, 360, 0.9)
+    chosen, _ = choose_face([[box, other] for box in path])
+    assert chosen == path
+
+
+def test_stack_roundtrip_with_metadata_and_mmap(tmp_path: Path) -> None:
+    array = np.random.default_rng(0).integers(0, 256, (18, 32, 32), dtype=np.uint8)
+    meta = {"source": "Happy_0001.mp4", "boxes": [[1, 2, 3, 4]], "settings": {"interval": 5}}
+    write_stack(tmp_path / "a.tiff", array, meta)
+    stack = read_stack(tmp_path / "a.tiff")
+    assert np.array_equal(stack.array, array) and stack.meta == meta and stack.channels == 18
+    assert np.array_equal(np.asarray(read_stack(tmp_path / "a.tiff", mmap=True).array), array)
+    single = array[:1]
+    write_stack(tmp_path / "b.tiff", single, {})
+    assert read_stack(tmp_path / "b.tiff").array.shape == (1, 32, 32)
+    with pytest.raises(ValueError, match="uint8"):
+        write_stack(tmp_path / "c.tiff", array.astype(np.float32), {})
+
+
+def test_atomic_write_leaves_nothing_when_the_writer_dies(tmp_path: Path) -> None:
+    target = tmp_path / "x.tiff"
+
+    def dies_halfway(tmp: Path) -> None:
+        tmp.write_bytes(b"half a stack")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, dies_halfway)
+    assert list(tmp_path.iterdir()) == []
+    write_stack(target, np.zeros((2, 8, 8), np.uint8), {"v": 1})
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, dies_halfway)
+    assert read_stack(target).meta == {"v": 1}  # the old complete file survives
+    assert not any(TMP_MARK in p.name for p in tmp_path.iterdir())
+
+
+def test_manifest_roundtrip_and_filters(tmp_path: Path) -> None:
+    rows = [ManifestRow(f"{split}/{label}/v_000.tiff", label, split, f"{label}.mp4", "v", 0, 18, 90, 1.0, "fp")
+            for split in ("train", "val") for label in ("happy", "sad")]
+    assert write_manifest(tmp_path, rows) is True
+    assert write_manifest(tmp_path, rows) is False  # unchanged: not rewritten
+    back = read_manifest(tmp_path)
+    assert len(back) == 4 and back[0].path == tmp_path / back[0].stack
+    assert [r.label for r in read_manifest(tmp_path, split="val", label="sad")] == ["sad"]
+    with pytest.raises(FileNotFoundError, match="cli.py prepare"):
+        read_manifest(tmp_path / "missing")
