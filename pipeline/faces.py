@@ -212,7 +212,8 @@ def native_stderr_silenced() -> Iterator[None]:
 def warm_up(detector: Detector, workers: int, submit) -> None:  # submit: ThreadPoolExecutor.submit
     """Build one finder in each of ``workers`` pool threads now, quietly, before progress starts.
 
-    A barrier holds every task until all have started, so each lands on a different thread.
+    A barrier holds every task until all have started, so each lands on a different thread; the
+    pool must be fresh (no idle threads yet), so that every task starts a thread of its own.
     """
     barrier = threading.Barrier(workers)
     blank = np.zeros((64, 64, 3), np.uint8)

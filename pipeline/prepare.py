@@ -23,7 +23,7 @@ from pipeline.journal import Journal, SourceRecord
 from pipeline.sources import Rejected, Source, discover
 from pipeline.splits import assign_splits
 from pipeline.stackmaker import SourceSkipped, image_stacks, video_stacks
-from pipeline.video import VideoError, probe
+from pipeline.video import VideoError, hopeless, probe
 from stacks.atomic import atomic_write_text, remove_partials
 from stacks.io import write_stack
 from stacks.manifest import ManifestRow, write_manifest
@@ -99,8 +99,8 @@ def _probe(src: Source, settings: StackSettings) -> SourceRecord | None:
     except VideoError as exc:
         reason, detail = "unreadable", str(exc)
     else:
-        if frames == 0 or frames >= settings.min_length:
-            return None  # 0: the container does not say; decoding will tell
+        if not hopeless(frames, settings.min_length):
+            return None  # long enough, or the container does not say: decoding will tell
         reason, detail = "too short", f"{frames} frames < --min-length {settings.min_length}"
     stat = src.path.stat()
     record = SourceRecord(src.rel, stat.st_size, stat.st_mtime_ns, settings.fingerprint(), "", src.label)
@@ -181,17 +181,19 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
     out.mkdir(parents=True, exist_ok=True)
     remove_partials(out)
     journal = Journal(out).load()
+    # Files that cannot give a stack are set aside before splitting: they take no val/test slot.
+    with ThreadPoolExecutor(max_workers=max(1, config.workers)) as probe_pool:
+        probed = list(probe_pool.map(lambda s: _probe(s, settings), sources))
+    unusable = [record for record in probed if record is not None]
+    usable = [s for s, record in zip(sources, probed) if record is None]
+    splits = assign_splits(usable, config.split)
+    stems = _stack_stems(usable, splits)
+    todo = [s for s in usable
+            if config.force or s.rel not in journal.records
+            or not journal.records[s.rel].is_current(s.path, settings.fingerprint(), splits[s.rel], s.label)]
+    # A fresh pool: warm_up needs each of its tasks to start a thread of its own.
     pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="prepare")
     try:
-        # Files that cannot give a stack are set aside before splitting: they take no val/test slot.
-        probed = list(pool.map(lambda s: _probe(s, settings), sources))
-        unusable = [record for record in probed if record is not None]
-        usable = [s for s, record in zip(sources, probed) if record is None]
-        splits = assign_splits(usable, config.split)
-        stems = _stack_stems(usable, splits)
-        todo = [s for s in usable
-                if config.force or s.rel not in journal.records
-                or not journal.records[s.rel].is_current(s.path, settings.fingerprint(), splits[s.rel], s.label)]
         if todo:
             warm_up(settings.detector, max(1, config.workers), pool.submit)
         frames, interrupted = _process_all(pool, todo, splits, stems, config, journal)
@@ -201,8 +203,9 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
     records = [journal.records[s.rel] for s in usable if s.rel in journal.records]
     rows = [row for record in records for row in record.rows]
     write_manifest(out, rows)
+    reused = None if interrupted else len(records) - len(todo)
     report = _report(config, started, time.perf_counter() - t0, len(sources) + len(rejected), rejected,
-                     records + unusable, len(todo), frames, interrupted)
+                     records + unusable, len(todo), reused, frames, interrupted)
     atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True) + "\n")
     if interrupted:
         raise PrepareInterrupted(
@@ -217,8 +220,8 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
 
 
 def _report(config: PrepareConfig, started: datetime, seconds: float, n_files: int,
-            rejected: list[Rejected], records: list[SourceRecord], processed: int, frames: int,
-            interrupted: bool) -> dict:
+            rejected: list[Rejected], records: list[SourceRecord], processed: int, reused: int | None,
+            frames: int, interrupted: bool) -> dict:
     stacks: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for record in records:
         for row in record.rows:
@@ -238,7 +241,7 @@ def _report(config: PrepareConfig, started: datetime, seconds: float, n_files: i
         "workers": config.workers,
         "files_found": n_files,
         "processed_this_run": processed,
-        "reused_from_earlier_runs": sum(1 for r in records if r.split) - processed if not interrupted else None,
+        "reused_from_earlier_runs": reused,
         "frames_decoded_this_run": frames,
         "frames_per_second": round(frames / seconds, 1) if seconds > 0 else 0.0,
         "stacks": {split: dict(sorted(labels.items())) for split, labels in sorted(stacks.items())},

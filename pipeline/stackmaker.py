@@ -42,7 +42,9 @@ class FaceStack:
 
     @property
     def face_ratio(self) -> float:
-        return sum(self.found) / len(self.found) if self.found else 0.0
+        """Share of the real (not padded) sampled frames where the face was detected."""
+        real = self.found[: len(self.found) - self.padded]
+        return sum(real) / len(real) if real else 0.0
 
 
 @dataclass
@@ -102,11 +104,13 @@ def video_stacks(path: Path, settings: StackSettings, finder: FaceFinder) -> Sou
     with reader:
         out.fps, out.frame_size = reader.fps, (reader.width, reader.height)
         seq: SampledSequence
-        for seq in _checked(reader.sequences(settings.sequence_length, settings.interval)):
+        sequences = reader.sequences(settings.sequence_length, settings.interval, settings.min_length)
+        for seq in _checked(sequences):
             if seq.n_frames < settings.min_length:
                 reason = "too short" if seq.chunk == 0 else "trailing frames"
+                counted = "" if seq.decoded else " (container's count; not decoded)"
                 out.dropped.append((seq.chunk, reason,
-                                    f"{seq.n_frames} frames < --min-length {settings.min_length}"))
+                                    f"{seq.n_frames} frames{counted} < --min-length {settings.min_length}"))
                 continue
             made = stack_frames(seq.frames, settings, finder, settings.channels)
             if made is None:
@@ -116,7 +120,7 @@ def video_stacks(path: Path, settings: StackSettings, finder: FaceFinder) -> Sou
             out.stacks.append(FaceStack(seq.chunk, array, indices, boxes, found, seq.n_frames,
                                         settings.channels - len(seq.frames)))
         out.frames_decoded = reader.frames_decoded
-    if out.frames_decoded == 0:
+    if out.frames_decoded == 0 and not out.dropped:
         raise SourceSkipped("no frames", "the file opens but no frame could be decoded")
     if not out.stacks:
         reasons = {reason for _, reason, _ in out.dropped}

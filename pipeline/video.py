@@ -14,6 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# Containers without a frame index (mkv, webm) give a count estimated from the duration, which
+# can be off by a frame or two; a decision made from the count allows for that.
+HINT_SLACK = 2
+
+
+def hopeless(frames_hint: int, min_length: int) -> bool:
+    """True when a container's frame count says a stretch cannot reach ``min_length`` frames."""
+    return frames_hint > 0 and frames_hint + HINT_SLACK < min_length
+
 
 class VideoError(Exception):
     """A clip that cannot be decoded; the message is the reason shown to the user."""
@@ -27,6 +36,7 @@ class SampledSequence:
     start: int  # index of the window's first frame in the clip
     n_frames: int = 0  # frames of the clip that fall in this window (< sequence_length at the end)
     frames: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (clip frame index, BGR)
+    decoded: bool = True  # False: a tail too short to use, counted from the container, not decoded
 
 
 class VideoReader:
@@ -46,6 +56,8 @@ class VideoReader:
         self.fps_reported = fps
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        # What the container claims; can be approximate, so only used to set hopeless files aside early.
+        self.frame_count_hint = max(int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
         self.frames_decoded = 0
 
     def __enter__(self) -> VideoReader:
@@ -57,10 +69,11 @@ class VideoReader:
     def close(self) -> None:
         self._cap.release()
 
-    def frames(self, wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray | None]]:
-        """Yield ``(index, frame)`` for every frame; ``frame`` is None where ``wanted`` is False."""
+    def frames(self, wanted: Callable[[int], bool], stop: int | None = None,
+               ) -> Iterator[tuple[int, np.ndarray | None]]:
+        """Yield ``(index, frame)`` for frames before ``stop``; ``frame`` is None where ``wanted`` is False."""
         index = 0
-        while True:
+        while stop is None or index < stop:
             if wanted(index):
                 ok, frame = self._cap.read()
                 if ok and frame is None:
@@ -73,10 +86,17 @@ class VideoReader:
             yield index, frame
             index += 1
 
-    def sequences(self, sequence_length: int, interval: int) -> Iterator[SampledSequence]:
-        """Cut the clip into consecutive windows and keep every ``interval``-th frame of each."""
+    def sequences(self, sequence_length: int, interval: int, min_length: int = 1) -> Iterator[SampledSequence]:
+        """Cut the clip into consecutive windows and keep every ``interval``-th frame of each.
+
+        Decoding stops where the container's frame count says the rest cannot make a window of
+        ``min_length`` frames: a 4 s clip at 90-frame windows would otherwise decode 30 frames (25%)
+        only to drop them. That tail is still yielded, empty, so its drop is reported.
+        """
+        hint = self.frame_count_hint
+        stop = next((start for start in range(0, hint, sequence_length) if hopeless(hint - start, min_length)), None)
         current: SampledSequence | None = None
-        for index, frame in self.frames(lambda i: (i % sequence_length) % interval == 0):
+        for index, frame in self.frames(lambda i: (i % sequence_length) % interval == 0, stop):
             chunk = index // sequence_length
             if current is None or current.chunk != chunk:
                 if current is not None:
@@ -87,10 +107,11 @@ class VideoReader:
                 current.frames.append((index, frame))
         if current is not None:
             yield current
+        if stop is not None and self.frames_decoded == stop:
+            yield SampledSequence(stop // sequence_length, stop, hint - stop, decoded=False)
 
 
 def probe(path: Path) -> int:
     """The container's frame count (0 when it does not say), without decoding; VideoError if unreadable."""
     with VideoReader(path) as reader:
-        count = int(reader._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    return max(count, 0)
+        return reader.frame_count_hint

@@ -119,11 +119,14 @@ def test_long_clip_gives_several_sequences_and_pads_the_last(head: np.ndarray, t
     assert sorted(rows) == ["train/happy/0001_000.tiff", "train/happy/0001_001.tiff", "train/happy/0002_000.tiff"]
     last = read_stack(rows["train/happy/0001_001.tiff"].path)
     assert last.meta["frames"] == 80 and last.meta["padded"] == 2
+    assert rows["train/happy/0001_001.tiff"].face_ratio == 1.0  # padded channels are not missed faces
     assert last.meta["frame_indices"][-3:] == [165, 165, 165]
     assert np.array_equal(last.array[-1], last.array[-3])  # padding repeats the last face
     trailing = [s for s in result.report["skipped"] if s["reason"] == "trailing frames"]
     assert trailing == [{"source": "Happy_0002.mp4", "chunk": 1, "reason": "trailing frames",
-                         "detail": "10 frames < --min-length 75"}]
+                         "detail": "10 frames (container's count; not decoded) < --min-length 75"}]
+    # the 10-frame tail that can never make a sequence is not decoded: 170 + 90 frames, not 270
+    assert result.report["frames_decoded_this_run"] == 260
 
 
 def test_containers_and_image_folders(head: np.ndarray, tmp_path: Path) -> None:
@@ -160,7 +163,8 @@ def test_mesh_detector_gives_the_same_crop(dataset: dict, tmp_path: Path) -> Non
     shutil.copy(dataset["root"] / "Happy_0001.mp4", src)
     det = _prepare(src, tmp_path / "det", size=32, split=SplitSettings(val_fraction=0)).rows[0]
     mesh = _prepare(src, tmp_path / "mesh", size=32, detector="mesh", split=SplitSettings(val_fraction=0)).rows[0]
-    ious = [Box(*a).iou(Box(*b)) for a, b in zip(read_stack(det.path).meta["boxes"], read_stack(mesh.path).meta["boxes"])]
+    pairs = zip(read_stack(det.path).meta["boxes"], read_stack(mesh.path).meta["boxes"])
+    ious = [Box(*a).iou(Box(*b)) for a, b in pairs]
     assert np.median(ious) > 0.8
 
 
@@ -201,3 +205,13 @@ def test_missing_and_empty_source_fail_clearly(tmp_path: Path) -> None:
     with pytest.raises(PrepareError, match="holds no videos or images"):
         _prepare(tmp_path / "empty", tmp_path / "out")
     assert not os.path.exists(tmp_path / "out" / "manifest.csv")
+
+
+def test_stack_maker_says_too_short_without_decoding_a_hopeless_clip(head: np.ndarray, tmp_path: Path) -> None:
+    from pipeline.faces import DetectionFinder
+    from pipeline.stackmaker import SourceSkipped, video_stacks
+
+    clip = make_face_clip(head, tmp_path / "short.mp4", seconds=1.0, size=SMALL).path
+    with pytest.raises(SourceSkipped) as info:
+        video_stacks(clip, StackSettings(), DetectionFinder())
+    assert info.value.reason == "too short" and "30 frames" in info.value.detail
