@@ -7,7 +7,6 @@ thread keeps its own MediaPipe graph for every clip it handles (see ``faces.thre
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -276,7 +275,3 @@ def format_summary(report: dict) -> str:
     else:
         lines.append("  skipped: none")
     return "\n".join(lines)
-
-
-def default_workers() -> int:
-    return os.cpu_count() or 1
