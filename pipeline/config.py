@@ -89,6 +89,7 @@ class SplitSettings:
     """How sources are assigned to train / val / test, always by whole source video."""
 
     val_ids: tuple[str, ...] = ()
+    split_file: Path | None = None  # CSV naming each file's split (e.g. FER2013's index.csv)
     val_fraction: float = 0.2
     test_fraction: float = 0.0
     seed: int = 0
@@ -116,3 +117,120 @@ class PrepareConfig:
 
 def default_out_dir(interval: int) -> Path:
     return Path("data") / "stacks" / f"interval_{interval}"
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """How a stack becomes the network's input tensor; stored in checkpoints, read by predict."""
+
+    image_size: int = 112
+    mean: float = 0.5  # grey level, after scaling to [0, 1]
+    std: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.image_size < 16:
+            raise ValueError(f"--image-size must be >= 16 pixels (got {self.image_size})")
+        if self.std <= 0:
+            raise ValueError("normalisation std must be > 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Training augmentation, drawn fresh every epoch, one transform per stack for all its channels.
+
+    Probabilities are per stack; ranges are symmetric around "no change".
+    """
+
+    enabled: bool = True
+    flip: float = 0.5  # probability of a horizontal flip
+    rotate: float = 10.0  # degrees
+    translate: float = 0.08  # share of the side
+    scale: float = 0.1  # 1 +/- scale
+    brightness: float = 0.2  # +/- added to [0, 1] pixels
+    contrast: float = 0.2  # 1 +/- contrast
+    blur: float = 0.15  # probability of a Gaussian blur
+    erase: float = 0.25  # probability of erasing one rectangle (2-20% of the area)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+Optimizer = Literal["adamw", "adam", "sgd"]
+Schedule = Literal["exponential", "cosine", "constant"]
+Balance = Literal["none", "weights", "sampler"]
+Monitor = Literal["accuracy", "uar", "macro_f1", "loss"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One `cli.py train` run (saved into its checkpoints, so a run can be reproduced from them)."""
+
+    data: Path
+    name: str
+    runs_dir: Path = Path("runs")
+    backbone: str = "efficientnetv2_s"
+    input: InputSettings = field(default_factory=InputSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    optimizer: Optimizer = "adamw"
+    momentum: float = 0.9
+    schedule: Schedule = "cosine"
+    gamma: float = 0.985  # exponential: lr multiplied by this every epoch (the seed's value)
+    warmup_epochs: float = 1.0
+    clip_grad: float = 5.0  # max gradient norm; 0 turns clipping off
+    label_smoothing: float = 0.0
+    balance: Balance = "none"
+    monitor: Monitor = "accuracy"
+    patience: int = 10  # epochs without improvement of --monitor before stopping; 0 = never stop early
+    device: str = "auto"
+    compile: bool = False
+    seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    pretrained: bool = False
+    weights: Path | None = None
+    init: Path | None = None
+    head_hidden: int = 512
+    head_dropout: float = 0.6
+    head_dropout_hidden: float = 0.5
+    drop_path: float = 0.0
+    cache: Literal["memory", "disk"] = "memory"
+    threads: int = 0  # CPU threads for torch; 0 = torch's default
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"--epochs must be >= 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be >= 1 (got {self.batch_size})")
+        if self.lr <= 0:
+            problems.append(f"--lr must be > 0 (got {self.lr})")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            problems.append(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
+        if not 0.0 < self.gamma <= 1.0:
+            problems.append(f"--gamma must be in (0, 1] (got {self.gamma})")
+        if self.patience < 0:
+            problems.append(f"--patience must be >= 0 (got {self.patience})")
+        if sum(x is not None and x is not False for x in (self.weights, self.init)) + self.pretrained > 1:
+            problems.append("choose one of --pretrained, --weights and --init")
+        if self.resume and self.overwrite:
+            problems.append("--resume and --overwrite contradict each other")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.name
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("data", "runs_dir", "weights", "init"):
+            data[key] = None if data[key] is None else str(data[key])
+        return data

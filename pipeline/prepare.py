@@ -20,7 +20,7 @@ from pipeline.config import PrepareConfig, StackSettings
 from pipeline.faces import thread_finder, warm_up
 from pipeline.journal import Journal, SourceRecord
 from pipeline.sources import Rejected, Source, discover
-from pipeline.splits import assign_splits
+from pipeline.splits import SplitFileError, assign_splits
 from pipeline.stackmaker import SourceSkipped, image_stacks, video_stacks
 from pipeline.video import VideoError, hopeless, probe
 from stacks.atomic import atomic_write_text, remove_partials
@@ -185,7 +185,10 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
         probed = list(probe_pool.map(lambda s: _probe(s, settings), sources))
     unusable = [record for record in probed if record is not None]
     usable = [s for s, record in zip(sources, probed) if record is None]
-    splits = assign_splits(usable, config.split)
+    try:
+        splits = assign_splits(usable, config.split)
+    except SplitFileError as exc:
+        raise PrepareError(str(exc)) from exc
     stems = _stack_stems(usable, splits)
     todo = [s for s in usable
             if config.force or s.rel not in journal.records
@@ -235,7 +238,8 @@ def _report(config: PrepareConfig, started: datetime, seconds: float, n_files: i
         "out": str(config.out),
         "settings": config.stack.to_dict(),
         "split_settings": {"val_ids": list(config.split.val_ids), "val_fraction": config.split.val_fraction,
-                           "test_fraction": config.split.test_fraction, "seed": config.split.seed},
+                           "test_fraction": config.split.test_fraction, "seed": config.split.seed,
+                           "split_file": str(config.split.split_file) if config.split.split_file else None},
         "fingerprint": config.stack.fingerprint(),
         "workers": config.workers,
         "files_found": n_files,

@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+import csv
 import random
 from collections import defaultdict
+from pathlib import Path
 
 from pipeline.config import SplitSettings
 from pipeline.sources import Source
+
+
+# Split names a split file may use, mapped onto ours (FER2013 calls them Training/PublicTest/PrivateTest).
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "publictest": "val", "test": "test", "testing": "test", "privatetest": "test"}
+_PATH_COLUMNS = ("path", "file", "rel")
+_SPLIT_COLUMNS = ("split", "usage")
+
+
+class SplitFileError(ValueError):
+    """The split file cannot be used as given."""
+
+
+def read_split_file(path: Path) -> dict[str, str]:
+    """``{relative path: split}`` from a CSV with a path column and a split (or usage) column."""
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = {name.strip().lower(): name for name in reader.fieldnames or []}
+            path_col = next((header[c] for c in _PATH_COLUMNS if c in header), None)
+            split_col = next((header[c] for c in _SPLIT_COLUMNS if c in header), None)
+            if path_col is None or split_col is None:
+                raise SplitFileError(f"split file {path} needs a 'path' column and a 'split' (or 'usage') "
+                                     f"column; it has {', '.join(reader.fieldnames or []) or 'no header'}")
+            result: dict[str, str] = {}
+            for line, row in enumerate(reader, start=2):
+                name = (row[split_col] or "").strip().lower()
+                if name not in SPLIT_NAMES:
+                    raise SplitFileError(f"{path}:{line}: unknown split {row[split_col]!r} "
+                                         f"(use one of {', '.join(sorted(SPLIT_NAMES))})")
+                result[row[path_col].strip().replace("\\", "/")] = SPLIT_NAMES[name]
+    except OSError as exc:
+        raise SplitFileError(f"cannot read split file {path}: {exc.strerror or exc}") from exc
+    return result
 
 
 def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
@@ -29,11 +65,13 @@ def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int
 def assign_splits(sources: list[Source], settings: SplitSettings) -> dict[str, str]:
     """Map each source's ``rel`` to its split.
 
-    Order of precedence: a train/val/test folder in the dataset; then ``val_ids`` (matched against
+    Order of precedence: the split file (files it lists); a train/val/test folder in the dataset; then ``val_ids`` (matched against
     the video id, e.g. ``0016``, or the file stem, e.g. ``Happy_0016``); then a per-label shuffle
     with ``seed`` (stratified). Sorting first makes the result independent of file-system order.
     """
-    result: dict[str, str] = {}
+    listed = read_split_file(settings.split_file) if settings.split_file else {}
+    result: dict[str, str] = {s.rel: listed[s.rel] for s in sources if s.rel in listed}
+    sources = [s for s in sources if s.rel not in result]
     val_ids = {v.strip() for v in settings.val_ids if v.strip()}
     free: dict[str, list[Source]] = defaultdict(list)
     carve_val = not val_ids and settings.val_fraction > 0 and not any(s.split == "val" for s in sources)

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import SplitSettings, StackSettings
 from pipeline.sources import discover
-from pipeline.splits import assign_splits
+from pipeline.splits import SplitFileError, assign_splits, read_split_file
 
 
 @pytest.mark.parametrize("interval,channels", [(5, 18), (10, 9), (15, 6), (1, 90)])
@@ -100,3 +100,26 @@ def test_dataset_folders_keep_their_splits_and_val_comes_from_train(tmp_path: Pa
     assert all(splits[f"test/happy/{i}.png"] == "test" for i in range(3))
     train_side = [splits[f"train/happy/{i}.png"] for i in range(10)]
     assert train_side.count("val") == 2 and train_side.count("train") == 8
+
+
+def test_split_file_overrides_folders_fer2013_style(tmp_path: Path) -> None:
+    _touch(tmp_path, "train/happy/Training_1.png", "train/happy/Training_2.png",
+           "test/happy/PublicTest_3.png", "test/happy/PrivateTest_4.png")
+    index = tmp_path / "index.csv"
+    index.write_text("path,label,usage\ntrain/happy/Training_1.png,happy,Training\n"
+                     "test/happy/PublicTest_3.png,happy,PublicTest\ntest/happy/PrivateTest_4.png,happy,PrivateTest\n")
+    sources, _ = discover(tmp_path)
+    splits = assign_splits(sources, SplitSettings(split_file=index, val_fraction=0.0))
+    assert splits == {"train/happy/Training_1.png": "train", "train/happy/Training_2.png": "train",
+                      "test/happy/PublicTest_3.png": "val", "test/happy/PrivateTest_4.png": "test"}
+
+
+@pytest.mark.parametrize("text, message", [("file,kind\na.png,x\n", "needs a 'path' column"),
+                                           ("path,split\na.png,holdout\n", "unknown split 'holdout'")])
+def test_split_file_errors_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    index = tmp_path / "index.csv"
+    index.write_text(text)
+    with pytest.raises(SplitFileError, match=message):
+        read_split_file(index)
+    with pytest.raises(SplitFileError, match="cannot read"):
+        read_split_file(tmp_path / "missing.csv")

@@ -1,0 +1,98 @@
+"""Checkpoints: weights plus everything needed to use them without the training flags.
+
+A checkpoint is a plain dict saved with ``torch.save`` and read back with ``weights_only=True``:
+    format, version, model (ModelSettings), input (image size, normalisation), stack (how the
+    stacks were made: StackSettings), train (the run's settings), versions, epoch, metrics,
+    state_dict; last.pt adds optimizer, scheduler, rng and the loop's history.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.first_conv import adapt_kernel, first_conv_name
+from models.network import EmotionNet, ModelSettings
+from models.weights import WeightsError, resolve_checkpoint
+from stacks.atomic import atomic_write
+
+FORMAT = "clip-emotion-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A file that is not one of our checkpoints, or one that does not fit the run."""
+
+
+def library_versions() -> dict[str, str]:
+    import timm
+
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "timm": str(timm.__version__)}
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic: an interrupted save never leaves a half-written best.pt or last.pt."""
+    data = {"format": FORMAT, "version": VERSION, "versions": library_versions(), **payload}
+    atomic_write(Path(path), lambda tmp: torch.save(data, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    path = resolve_checkpoint(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a clip-emotion checkpoint; for plain weights use --weights")
+    data["path"] = str(path)
+    return data
+
+
+def model_from_checkpoint(data: dict[str, Any]) -> EmotionNet:
+    """Rebuild the network a checkpoint describes and load its weights (eval mode)."""
+    model = EmotionNet(ModelSettings.from_dict(data["model"]))
+    model.load_state_dict(data["state_dict"])
+    return model.eval()
+
+
+def init_from_checkpoint(model: EmotionNet, source: Path) -> str:
+    """Start ``model`` from one of our runs: first conv re-adapted, head kept only where it fits.
+
+    Returns a one-line description of what was carried over (printed by `train`).
+    """
+    data = load_checkpoint(source)
+    theirs = ModelSettings.from_dict(data["model"])
+    ours = model.settings
+    if theirs.backbone != ours.backbone:
+        raise CheckpointError(
+            f"--init {source} is a {theirs.backbone} model but this run builds {ours.backbone}: "
+            f"pass --backbone {theirs.backbone} or --init a {ours.backbone} run"
+        )
+    state = dict(data["state_dict"])
+    conv_key = f"backbone.{first_conv_name(model.backbone)}.weight"
+    state[conv_key] = adapt_kernel(state[conv_key], ours.in_chans)
+    head_note = "head kept"
+    if theirs.head != ours.head or set(theirs.classes) != set(ours.classes):
+        # Different classes (or head shape): keep the backbone, start the head fresh.
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        head_note = "new head"
+    elif theirs.classes != ours.classes:
+        order = [theirs.classes.index(c) for c in ours.classes]
+        last = max(int(k.split(".")[1]) for k in state if k.startswith("head."))
+        for suffix in ("weight", "bias"):
+            state[f"head.{last}.{suffix}"] = state[f"head.{last}.{suffix}"][order]
+        head_note = "head kept, classes reordered"
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("head.") for k in missing):
+        raise CheckpointError(f"--init {source} does not fit this {ours.backbone} model "
+                              f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+    chans = data["model"]["in_chans"]
+    conv_note = f"first conv {chans}->{ours.in_chans} channels" if chans != ours.in_chans else "same channels"
+    return f"initialised from {data['path']} (epoch {data.get('epoch', '?')}; {conv_note}; {head_note})"
+
+
+__all__ = ["CheckpointError", "WeightsError", "init_from_checkpoint", "load_checkpoint", "model_from_checkpoint",
+           "save_checkpoint"]

@@ -1,0 +1,37 @@
+"""Friendly backbone names -> timm architectures: the one place that says which models exist.
+
+The seed's three (EfficientNetV2-S/M, MobileNetV3-Large) plus lighter ones that train on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str  # what users type: --backbone efficientnetv2_s
+    timm_name: str  # timm.create_model name
+    note: str
+
+
+BACKBONES: dict[str, Backbone] = {b.name: b for b in (
+    Backbone("efficientnetv2_s", "tf_efficientnetv2_s", "the seed's default; GPU"),
+    Backbone("efficientnetv2_m", "tf_efficientnetv2_m", "the seed's largest; GPU"),
+    Backbone("mobilenetv3_large", "mobilenetv3_large_100", "the seed's light model"),
+    Backbone("efficientnetv2_b0", "tf_efficientnetv2_b0", "small EfficientNetV2; CPU-trainable"),
+    Backbone("mobilenetv3_small", "mobilenetv3_small_100", "smallest; fast on CPU"),
+    Backbone("resnet18", "resnet18", "plain convolutions, the fastest to train on a CPU"),
+)}
+
+
+class UnknownBackbone(ValueError):
+    """A backbone name that is not in the registry."""
+
+
+def get_backbone(name: str) -> Backbone:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise UnknownBackbone(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)} "
+                              "(`python cli.py models` lists them)") from None

@@ -1,0 +1,93 @@
+"""Where a model's starting weights come from: timm's hub, a local file, or one of our checkpoints.
+
+All three go through ``load_backbone_state``, which adapts the first conv to the run's channel
+count (``first_conv.adapt_kernel``) and refuses weights that do not fit the architecture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from models.first_conv import adapt_kernel, first_conv_name
+from models.registry import get_backbone
+
+# Below this share of the backbone's tensors loaded, the file is for another architecture.
+MIN_MATCH = 0.9
+
+
+class WeightsError(Exception):
+    """Starting weights that cannot be used; the message says what to do instead."""
+
+
+def _unwrap(state: dict) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model_state_dict", "model", "state"):
+        if key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()
+            if isinstance(v, torch.Tensor)}
+
+
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .pth/.pt/.bin (torch) or .safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"--weights {path}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return _unwrap(load_file(str(path)))
+        return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    except WeightsError:
+        raise
+    except Exception as exc:
+        raise WeightsError(f"--weights {path}: not a readable torch or safetensors weights file ({exc})") from exc
+
+
+def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], origin: str) -> int:
+    """Load ``state`` into ``backbone`` (classifier keys ignored); returns the tensors loaded."""
+    conv_key = f"{first_conv_name(backbone)}.weight"
+    own = backbone.state_dict()
+    state = dict(state)
+    if conv_key in state and conv_key in own:
+        state[conv_key] = adapt_kernel(state[conv_key], own[conv_key].shape[1])
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(fitting) < MIN_MATCH * len(own):
+        raise WeightsError(
+            f"{origin} does not fit this backbone: only {len(fitting)} of its {len(own)} tensors match "
+            "by name and shape (weights of another architecture?)"
+        )
+    backbone.load_state_dict(fitting, strict=False)
+    return len(fitting)
+
+
+def hub_state(backbone_name: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights from timm's hub; needs internet, which this machine may not have."""
+    timm_name = get_backbone(backbone_name).timm_name
+    try:
+        model = timm.create_model(timm_name, pretrained=True, num_classes=0)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"cannot download pretrained {timm_name} weights (offline? {reason}); pass a local file "
+            "with --weights FILE.pth|.safetensors, or start from one of our runs with --init RUN"
+        ) from None
+    return model.state_dict()
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A run folder means its best.pt; a file is used as given."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise WeightsError(f"{path} holds no best.pt or last.pt: is it a finished run folder?")
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such run folder or checkpoint file")
+    return path

@@ -1,0 +1,113 @@
+"""Training augmentation on a batch of stacks, one random transform per stack for all its channels.
+
+Parameters come from a ``torch.Generator`` seeded per epoch, so every epoch sees new variants (the
+seed drew its augmentation once at load, so every epoch saw the same images) and a run is still
+reproducible and resumable. Everything is batched tensor work on the training device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import AugmentSettings
+
+
+def _uniform(gen: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=gen)
+
+
+def _chance(gen: torch.Generator, n: int, p: float) -> torch.Tensor:
+    return torch.rand(n, generator=gen) < p
+
+
+def _geometry(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    angle = _uniform(gen, n, -s.rotate, s.rotate) * math.pi / 180
+    scale = _uniform(gen, n, 1 - s.scale, 1 + s.scale)
+    shift = _uniform(gen, 2 * n, -s.translate, s.translate).view(n, 2) * 2  # grid units span 2
+    flip = torch.where(_chance(gen, n, s.flip), -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    # Output -> input sampling grid: rotation/zoom, then the flip on the x axis.
+    theta = torch.stack([
+        torch.stack([cos * flip, -sin, shift[:, 0]], dim=1),
+        torch.stack([sin * flip, cos, shift[:, 1]], dim=1),
+    ], dim=1).to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _photometric(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    contrast = _uniform(gen, n, 1 - s.contrast, 1 + s.contrast).to(x.device, x.dtype).view(n, 1, 1, 1)
+    bright = _uniform(gen, n, -s.brightness, s.brightness).to(x.device, x.dtype).view(n, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * contrast + mean + bright).clamp_(0.0, 1.0)
+
+
+def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    radius = max(1, math.ceil(2 * sigma))
+    t = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def _blur(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
+    chosen = _chance(gen, x.shape[0], s.blur).nonzero().flatten()
+    sigma = float(_uniform(gen, 1, 0.5, 1.5))
+    if len(chosen) == 0:
+        return x
+    sel = x[chosen.to(x.device)]
+    n, c, h, w = sel.shape
+    k = _gaussian_kernel(sigma, x.device, x.dtype)
+    flat = sel.reshape(n * c, 1, h, w)
+    pad = len(k) // 2
+    flat = F.conv2d(F.pad(flat, (pad, pad, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, pad, pad), mode="replicate"), k.view(1, 1, -1, 1))
+    x = x.clone()
+    x[chosen.to(x.device)] = flat.view(n, c, h, w)
+    return x
+
+
+def _erase(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
+    n, _, h, w = x.shape
+    chosen = _chance(gen, n, s.erase)
+    area = _uniform(gen, n, 0.02, 0.2)
+    aspect = torch.exp(_uniform(gen, n, math.log(0.3), math.log(3.3)))
+    eh = (torch.sqrt(area * aspect) * h).clamp(1, h)
+    ew = (torch.sqrt(area / aspect) * w).clamp(1, w)
+    y0 = _uniform(gen, n, 0, 1) * (h - eh)
+    x0 = _uniform(gen, n, 0, 1) * (w - ew)
+    fill = _uniform(gen, n, 0, 1)
+    if not chosen.any():
+        return x
+    ys = torch.arange(h).view(1, h, 1)
+    xs = torch.arange(w).view(1, 1, w)
+    inside = ((ys >= y0.view(n, 1, 1)) & (ys < (y0 + eh).view(n, 1, 1))
+              & (xs >= x0.view(n, 1, 1)) & (xs < (x0 + ew).view(n, 1, 1)) & chosen.view(n, 1, 1))
+    mask = inside.unsqueeze(1).to(x.device)
+    return torch.where(mask, fill.view(n, 1, 1, 1).to(x.device, x.dtype), x)
+
+
+def augment_batch(x: torch.Tensor, settings: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
+    """``x``: (B, C, H, W) float in [0, 1]. Returns a new tensor, same shape, same range."""
+    if not settings.enabled:
+        return x
+    x = _geometry(x, settings, gen)
+    x = _photometric(x, settings, gen)
+    if settings.blur > 0:
+        x = _blur(x, settings, gen)
+    if settings.erase > 0:
+        x = _erase(x, settings, gen)
+    return x
+
+
+def to_unit(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float in [0, 1] on ``device`` (normalise separately, after augmenting)."""
+    return batch.to(device, non_blocking=True).float().div_(255.0)
+
+
+def normalise(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    return (x - mean) / std

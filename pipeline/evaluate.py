@@ -1,0 +1,73 @@
+"""`cli.py evaluate`: a run's best.pt on any split -> metrics, classification report, confusion matrix.
+
+Validation results are written without a suffix (metrics.json, ...), the ones of another split
+with it (metrics_test.json, classification_report_test.csv, confusion_matrix_test.png).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from models.weights import WeightsError
+from pipeline.config import InputSettings
+from pipeline.inference import predict_logits
+from pipeline.metrics import classification_report_csv, confusion_matrix, summarise
+from pipeline.plots import plot_confusion
+from pipeline.run_data import DataError, load_split, read_run_data
+from pipeline.training_parts import TrainError, resolve_device
+from stacks.atomic import atomic_write, atomic_write_text
+from stacks.dataset import StackDataset
+
+
+def output_names(split: str) -> dict[str, str]:
+    suffix = "" if split == "val" else f"_{split}"
+    return {"metrics": f"metrics{suffix}.json", "report": f"classification_report{suffix}.csv",
+            "confusion": f"confusion_matrix{suffix}.png"}
+
+
+def write_evaluation(model: nn.Module, dataset: StackDataset, checkpoint: dict, split: str, run_dir: Path,
+                     device: torch.device) -> dict:
+    inputs = InputSettings(**checkpoint["input"])
+    logits, loss = predict_logits(model, dataset, inputs, device)
+    classes = list(checkpoint["model"]["classes"])
+    metrics = summarise(confusion_matrix(dataset.labels, logits.argmax(1), len(classes)), classes, loss)
+    metrics.update({"split": split, "checkpoint": checkpoint.get("path", ""), "epoch": checkpoint.get("epoch")})
+    names = output_names(split)
+    atomic_write_text(run_dir / names["metrics"], json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(run_dir / names["report"], classification_report_csv(metrics))
+    title = (f"{run_dir.name} on {split}: accuracy {metrics['accuracy']:.3f}, UAR {metrics['uar']:.3f} "
+             f"({metrics['samples']} stacks)")
+    atomic_write(run_dir / names["confusion"], lambda tmp: plot_confusion(metrics["confusion_matrix"], classes, tmp, title))
+    return metrics
+
+
+def evaluate_run(run: Path, split: str = "val", data: Path | None = None, device: str = "auto",
+                 progress: bool = True) -> dict:
+    """Recompute the metrics and plots of a run's best.pt on ``split`` of its (or another) stack folder."""
+    run = Path(run)
+    try:
+        checkpoint = load_checkpoint(run)
+        model = model_from_checkpoint(checkpoint)
+    except (CheckpointError, WeightsError) as exc:
+        raise TrainError(str(exc)) from exc
+    run_dir = run if run.is_dir() else run.parent
+    folder = Path(data or checkpoint["train"]["data"])
+    try:
+        run_data = read_run_data(folder)
+        if run_data.classes != list(checkpoint["model"]["classes"]):
+            raise DataError(f"{folder} has classes {run_data.classes} but the model was trained on "
+                            f"{list(checkpoint['model']['classes'])}")
+        if run_data.channels != checkpoint["model"]["in_chans"]:
+            raise DataError(f"{folder} holds {run_data.channels}-channel stacks but the model takes "
+                            f"{checkpoint['model']['in_chans']}: evaluate on stacks made with the run's interval")
+        dataset = load_split(run_data, split, checkpoint["input"]["image_size"], None, progress)
+    except DataError as exc:
+        raise TrainError(str(exc)) from exc
+    torch_device = resolve_device(device)
+    return write_evaluation(model.to(torch_device).to(memory_format=torch.channels_last), dataset, checkpoint,
+                            split, run_dir, torch_device)

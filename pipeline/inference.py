@@ -1,0 +1,42 @@
+"""Running a model over a StackDataset: the code train (validation), evaluate and benchmarks share."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.augment import normalise, to_unit
+from pipeline.config import InputSettings
+from stacks.dataset import StackDataset
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (fast and safe without a loss scaler); full precision elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_batch(batch: torch.Tensor, inputs: InputSettings, device: torch.device) -> torch.Tensor:
+    """uint8 stacks -> normalised float input, channels_last (faster convolutions on CPU and GPU)."""
+    x = normalise(to_unit(batch, device), inputs.mean, inputs.std)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, dataset: StackDataset, inputs: InputSettings, device: torch.device,
+                   batch_size: int = 64) -> tuple[np.ndarray, float]:
+    """(logits (N, K) float32, mean cross-entropy) over the whole dataset, in order."""
+    model.eval()
+    out, total = [], 0.0
+    for start in range(0, len(dataset), batch_size):
+        images, labels = dataset[list(range(start, min(start + batch_size, len(dataset))))]
+        with autocast(device):
+            logits = model(prepare_batch(images, inputs, device)).float()
+        total += F.cross_entropy(logits, labels.to(device), reduction="sum").item()
+        out.append(logits.cpu().numpy())
+    return np.concatenate(out), total / max(1, len(dataset))

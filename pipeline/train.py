@@ -1,0 +1,301 @@
+"""`cli.py train`: stacks -> a trained model in runs/<name>/ with its history, metrics and plots.
+
+Reproducible: every epoch reseeds from (--seed, epoch), so the same data and seed give the same
+metrics on CPU, and a run resumed from last.pt continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.checkpoint import CheckpointError, init_from_checkpoint, load_checkpoint, save_checkpoint
+from models.head import HeadSettings
+from models.network import EmotionNet, ModelSettings
+from models.weights import WeightsError, hub_state, load_backbone_state, read_weights_file
+from pipeline.augment import augment_batch, normalise, to_unit
+from pipeline.config import TrainConfig
+from pipeline.evaluate import write_evaluation
+from pipeline.inference import autocast, predict_logits
+from pipeline.metrics import summarise, confusion_matrix
+from pipeline.plots import plot_curves
+from pipeline.run_data import RunData, read_run_data, load_split
+from pipeline.training_parts import (TrainError, batch_order, class_weights, epoch_seed, lr_factor, make_optimizer,
+                                     resolve_device, seed_everything)
+from stacks.atomic import atomic_write, atomic_write_text
+
+HISTORY_COLUMNS = ["epoch", "time_seconds", "train_acc", "train_loss", "val_acc", "val_loss", "learning_rate",
+                   "val_uar", "val_macro_f1"]
+
+
+class TrainInterrupted(Exception):
+    """Ctrl-C: last.pt holds the last finished epoch; --resume continues from it."""
+
+
+@dataclass
+class LoopState:
+    """What the loop carries from epoch to epoch (saved in last.pt)."""
+
+    epoch: int = 0  # epochs finished
+    best: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    state: LoopState
+
+
+def _better(monitor: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if monitor == "loss" else value > best
+
+
+def _start_weights(model: EmotionNet, config: TrainConfig) -> str:
+    try:
+        if config.init is not None:
+            return init_from_checkpoint(model, config.init)
+        if config.weights is not None:
+            n = load_backbone_state(model.backbone, read_weights_file(config.weights), f"--weights {config.weights}")
+            return f"backbone from {config.weights} ({n} tensors; first conv adapted)"
+        if config.pretrained:
+            n = load_backbone_state(model.backbone, hub_state(config.backbone), "timm hub weights")
+            return f"backbone from timm's pretrained weights ({n} tensors; first conv adapted)"
+    except (WeightsError, CheckpointError) as exc:
+        raise TrainError(str(exc)) from exc
+    return "random initialisation"
+
+
+def _history_csv(history: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    return buf.getvalue()
+
+
+class Trainer:
+    """Owns the model, optimizer and schedule of one run; ``fit`` runs the epochs."""
+
+    def __init__(self, config: TrainConfig, log=print) -> None:
+        self.config = config
+        self.log = log
+        self.run_dir = config.run_dir
+        self._check_run_dir()
+        self.device = resolve_device(config.device)
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        try:
+            self.data: RunData = read_run_data(config.data)
+        except Exception as exc:
+            raise TrainError(str(exc)) from exc
+        try:
+            head = HeadSettings(config.head_hidden, config.head_dropout, config.head_dropout_hidden)
+        except ValueError as exc:
+            raise TrainError(str(exc)) from exc
+        self.model_settings = ModelSettings(config.backbone, self.data.channels, tuple(self.data.classes), head,
+                                            config.drop_path)
+        self.resume_from = self._resume_checkpoint()
+        cache_dir = config.data / ".cache" if config.cache == "disk" else None
+        try:
+            self.train_set = load_split(self.data, "train", config.input.image_size, cache_dir, config.progress)
+            self.val_set = load_split(self.data, "val", config.input.image_size, cache_dir, config.progress)
+        except Exception as exc:
+            raise TrainError(str(exc)) from exc
+        seed_everything(config.seed)
+        self.model = EmotionNet(self.model_settings)
+        self.start_note = "resumed" if self.resume_from else _start_weights(self.model, config)
+        self.model.to(self.device).to(memory_format=torch.channels_last)
+        self.steps_per_epoch = len(batch_order(self.train_set.labels, config.batch_size, config.balance,
+                                               torch.Generator().manual_seed(0)))
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config, self.steps_per_epoch))
+        weights = class_weights(self.train_set.class_counts()) if config.balance == "weights" else None
+        self.loss_weights = None if weights is None else weights.to(self.device)
+        self.state = LoopState()
+        if self.resume_from:
+            self._restore(self.resume_from)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.tensorboard = self._tensorboard()
+
+    # -- run folder ---------------------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        last = self.run_dir / "last.pt"
+        if self.config.resume and not last.is_file():
+            raise TrainError(f"--resume: {last} does not exist; start the run without --resume")
+        if not self.config.resume and last.is_file():
+            if not self.config.overwrite:
+                raise TrainError(f"{self.run_dir} already holds a run: --resume to continue it, --overwrite to "
+                                 "start it again, or choose another --name")
+            for name in ("last.pt", "best.pt", "history.csv", "metrics.json"):
+                (self.run_dir / name).unlink(missing_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _resume_checkpoint(self) -> dict | None:
+        if not self.config.resume:
+            return None
+        try:
+            data = load_checkpoint(self.run_dir / "last.pt")
+        except CheckpointError as exc:
+            raise TrainError(str(exc)) from exc
+        saved = ModelSettings.from_dict(data["model"])
+        if saved != self.model_settings:
+            raise TrainError(f"--resume: {self.run_dir} was trained as {saved.backbone} on {saved.in_chans} channels "
+                             f"and classes {list(saved.classes)}; this call asks for {self.model_settings.backbone}, "
+                             f"{self.model_settings.in_chans} channels, {list(self.model_settings.classes)}")
+        return data
+
+    def _restore(self, data: dict) -> None:
+        self.model.load_state_dict(data["state_dict"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        loop = data["loop"]
+        self.state = LoopState(epoch=loop["epoch"], best=loop["best"], best_epoch=loop["best_epoch"],
+                               bad_epochs=loop["bad_epochs"], stopped_early=loop["stopped_early"],
+                               history=list(loop["history"]))
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _payload(self, full: bool) -> dict:
+        payload = {
+            "model": self.model_settings.to_dict(),
+            "input": self.config.input.to_dict(),
+            "stack": self.data.stack.to_dict(),
+            "train": self.config.to_dict(),
+            "epoch": self.state.epoch,
+            "metrics": self.state.history[-1] if self.state.history else {},
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+        }
+        if full:
+            payload.update({
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": {"scheme": "reseeded every epoch from (seed, epoch)", "seed": self.config.seed,
+                        "torch": torch.get_rng_state()},
+                "loop": {"epoch": self.state.epoch, "best": self.state.best, "best_epoch": self.state.best_epoch,
+                         "bad_epochs": self.state.bad_epochs, "stopped_early": self.state.stopped_early,
+                         "history": self.state.history},
+            })
+        return payload
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+        config = self.config
+        seed = epoch_seed(config.seed, epoch)
+        gen = seed_everything(seed)  # dropout, batch order and augmentation of this epoch
+        batches = batch_order(self.train_set.labels, config.batch_size, config.balance, gen)
+        self.model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+                   disable=not config.progress, dynamic_ncols=True)
+        for indices in bar:
+            images, labels = self.train_set[indices]
+            labels = labels.to(self.device)
+            x = augment_batch(to_unit(images, self.device), config.augment, gen)
+            x = normalise(x, config.input.mean, config.input.std).contiguous(memory_format=torch.channels_last)
+            with autocast(self.device):
+                logits = self.forward(x).float()
+            loss = F.cross_entropy(logits, labels, weight=self.loss_weights, label_smoothing=config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad)
+            self.optimizer.step()
+            self.scheduler.step()
+            n = len(labels)
+            loss_sum += loss.item() * n
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += n
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+        return loss_sum / max(1, seen), correct / max(1, seen)
+
+    def fit(self) -> TrainResult:
+        config, state = self.config, self.state
+        atomic_write_text(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        self.log(f"{config.backbone}: {self.data.channels} channels, {len(self.data.classes)} classes "
+                 f"({', '.join(self.data.classes)}), {len(self.train_set)} train / {len(self.val_set)} val stacks "
+                 f"at {config.input.image_size}px on {self.device}; {self.start_note}")
+        if state.epoch >= config.epochs or state.stopped_early:
+            self.log(f"{self.run_dir} already finished ({state.epoch} epochs); evaluating its best.pt")
+        while state.epoch < config.epochs and not state.stopped_early:
+            epoch = state.epoch + 1
+            started = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            try:
+                train_loss, train_acc = self._train_epoch(epoch)
+            except KeyboardInterrupt:
+                if state.epoch == 0:
+                    raise TrainInterrupted("interrupted in epoch 1, before any epoch finished: nothing to "
+                                           "resume, run the command again") from None
+                raise TrainInterrupted(
+                    f"interrupted in epoch {epoch}; {self.run_dir / 'last.pt'} holds epoch {state.epoch}: "
+                    f"continue with the same command and --resume") from None
+            logits, val_loss = predict_logits(self.model, self.val_set, config.input, self.device)
+            val = summarise(confusion_matrix(self.val_set.labels, logits.argmax(1), len(self.data.classes)),
+                            self.data.classes, val_loss)
+            row = {"epoch": epoch, "time_seconds": round(time.perf_counter() - started, 2),
+                   "train_acc": round(train_acc, 5), "train_loss": round(train_loss, 5),
+                   "val_acc": round(val["accuracy"], 5), "val_loss": round(val_loss, 5),
+                   "learning_rate": lr, "val_uar": round(val["uar"], 5), "val_macro_f1": round(val["macro_f1"], 5)}
+            state.history.append(row)
+            state.epoch = epoch
+            value = val_loss if config.monitor == "loss" else val[config.monitor]
+            improved = _better(config.monitor, value, state.best)
+            if improved:
+                state.best, state.best_epoch, state.bad_epochs = value, epoch, 0
+            else:
+                state.bad_epochs += 1
+                state.stopped_early = config.patience > 0 and state.bad_epochs >= config.patience
+            if improved:
+                save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
+            save_checkpoint(self.run_dir / "last.pt", self._payload(full=True))
+            atomic_write_text(self.run_dir / "history.csv", _history_csv(state.history))
+            self._log_epoch(row, improved)
+        self.log(f"best {config.monitor} {state.best:.4f} at epoch {state.best_epoch}"
+                 + (f" (stopped early after {config.patience} epochs without improvement)" if state.stopped_early
+                    else ""))
+        atomic_write(self.run_dir / "curves.png",
+                     lambda tmp: plot_curves(state.history, tmp, f"{self.run_dir.name}: {config.backbone}"))
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        best = load_checkpoint(self.run_dir / "best.pt")
+        self.model.load_state_dict(best["state_dict"])
+        metrics = write_evaluation(self.model, self.val_set, best, "val", self.run_dir, self.device)
+        return TrainResult(self.run_dir, metrics, state)
+
+    def _log_epoch(self, row: dict, improved: bool) -> None:
+        mark = " *" if improved else ""
+        self.log(f"epoch {row['epoch']:>3}/{self.config.epochs}  {row['time_seconds']:7.1f}s  "
+                 f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
+                 f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} uar {row['val_uar']:.3f}  "
+                 f"lr {row['learning_rate']:.2e}{mark}")
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.tensorboard.add_scalar(key, value, row["epoch"])
+
+
+def run_train(config: TrainConfig, log=print) -> TrainResult:
+    return Trainer(config, log).fit()

@@ -1,0 +1,102 @@
+"""Backbones, the N-channel first conv, and where starting weights come from (real timm models)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from models.first_conv import adapt_kernel, first_conv_name
+from models.network import EmotionNet, ModelSettings
+from models.registry import BACKBONES, UnknownBackbone, get_backbone
+from models.weights import WeightsError, load_backbone_state, read_weights_file
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv3_small", "efficientnetv2_b0"])
+@pytest.mark.parametrize("channels", [1, 6, 18])
+def test_identical_grey_frames_give_the_rgb_models_first_layer_response(name: str, channels: int) -> None:
+    torch.manual_seed(0)
+    rgb = timm.create_model(get_backbone(name).timm_name, in_chans=3, num_classes=0)
+    ours = EmotionNet(ModelSettings(name, channels, ("a", "b")))
+    load_backbone_state(ours.backbone, rgb.state_dict(), "test weights")
+    conv_name = first_conv_name(rgb)
+    grey = torch.rand(2, 1, 40, 40)
+    expected = rgb.get_submodule(conv_name)(grey.repeat(1, 3, 1, 1))
+    got = ours.backbone.get_submodule(conv_name)(grey.repeat(1, channels, 1, 1))
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    assert expected.abs().mean() > 1e-3  # a real response, not zeros on both sides
+
+
+def test_adapt_kernel_between_any_channel_counts_keeps_the_response() -> None:
+    weight = torch.randn(8, 1, 3, 3)
+    grey = torch.rand(1, 1, 16, 16)
+    base = torch.nn.functional.conv2d(grey, weight)
+    for channels in (1, 3, 18):
+        adapted = adapt_kernel(weight, channels)
+        assert adapted.shape == (8, channels, 3, 3)
+        assert torch.allclose(torch.nn.functional.conv2d(grey.repeat(1, channels, 1, 1), adapted), base, atol=1e-5)
+
+
+def test_registry_holds_the_seed_backbones_and_unknown_names_list_the_valid_ones() -> None:
+    assert {"efficientnetv2_s", "efficientnetv2_m", "mobilenetv3_large"} <= set(BACKBONES)
+    with pytest.raises(UnknownBackbone, match="choose one of: efficientnetv2_s"):
+        get_backbone("vgg_face")
+
+
+def test_seed_head_by_default_and_linear_head_on_request() -> None:
+    net = EmotionNet(ModelSettings("mobilenetv3_small", 18, ("a", "b", "c")))
+    layers = [type(m).__name__ for m in net.head]
+    assert layers == ["Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert net.head[0].p == 0.6 and net.head[1].out_features == 512 and net.head[3].p == 0.5
+    assert net(torch.zeros(2, 18, 64, 64)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_local_weights_file_loads_with_first_conv_adapted(tmp_path: Path, suffix: str) -> None:
+    rgb = timm.create_model("resnet18", in_chans=3, num_classes=1000)
+    state = rgb.state_dict()
+    path = tmp_path / f"resnet18{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    ours = EmotionNet(ModelSettings("resnet18", 18, ("a", "b")))
+    loaded = load_backbone_state(ours.backbone, read_weights_file(path), str(path))
+    assert loaded == len(ours.backbone.state_dict())
+    assert torch.allclose(ours.backbone.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+    assert torch.allclose(ours.backbone.conv1.weight[:, 5], state["conv1.weight"].sum(1) / 18)
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "mobilenet.pth"
+    torch.save(timm.create_model("mobilenetv3_small_100").state_dict(), path)
+    ours = EmotionNet(ModelSettings("resnet18", 18, ("a", "b")))
+    with pytest.raises(WeightsError, match="does not fit this backbone"):
+        load_backbone_state(ours.backbone, read_weights_file(path), str(path))
+    (tmp_path / "junk.pth").write_text("not weights")
+    with pytest.raises(WeightsError, match="not a readable"):
+        read_weights_file(tmp_path / "junk.pth")
+
+
+def test_pretrained_without_hub_access_says_what_to_do_instead(tmp_path: Path) -> None:
+    """HF_HUB_OFFLINE makes the hub unreachable on any machine, as it is on this one."""
+    from pipeline.synthetic_stacks import make_stack_set
+
+    make_stack_set(tmp_path / "stacks", counts={"train": 2, "val": 1})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "cli.py", "train", "--data", str(tmp_path / "stacks"), "--backbone", "resnet18",
+         "--pretrained", "--runs-dir", str(tmp_path / "runs"), "--no-progress"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1
+    assert "error: cannot download pretrained resnet18 weights" in proc.stderr
+    assert "--weights FILE" in proc.stderr and "--init RUN" in proc.stderr
+    assert "Traceback" not in proc.stderr

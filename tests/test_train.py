@@ -1,0 +1,248 @@
+"""`train` and `evaluate` on generated stacks: tiny real runs (timm resnet18, 32 px, 2-3 epochs)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoint import load_checkpoint, model_from_checkpoint
+from pipeline.augment import augment_batch
+from pipeline.config import AugmentSettings, InputSettings, TrainConfig
+from pipeline.evaluate import evaluate_run
+from pipeline.inference import predict_logits
+from pipeline.run_data import read_run_data
+from pipeline.synthetic_stacks import make_stack_set
+from pipeline.train import Trainer, TrainError, run_train
+from stacks.dataset import StackDataset
+from stacks.io import read_stack, write_stack
+from stacks.manifest import read_manifest, write_manifest
+from tests.conftest import REPO
+
+SEED_HISTORY = ["epoch", "time_seconds", "train_acc", "train_loss", "val_acc", "val_loss", "learning_rate"]
+
+
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("stacks")
+    make_stack_set(out, counts={"train": 24, "val": 8, "test": 8}, channels=4, size=32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_stacks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1-channel stacks, as `prepare` makes from an image dataset such as FER2013."""
+    out = tmp_path_factory.mktemp("images")
+    make_stack_set(out, classes=("anger", "happy", "sad", "shock"), counts={"train": 16, "val": 4}, channels=1,
+                   size=32, seed=5)
+    return out
+
+
+def config(data: Path, runs: Path, name: str, **overrides) -> TrainConfig:
+    base = dict(data=data, name=name, runs_dir=runs, backbone="resnet18", input=InputSettings(image_size=32),
+                epochs=3, batch_size=8, lr=1e-3, schedule="constant", augment=AugmentSettings(enabled=False),
+                threads=1, progress=False)
+    return TrainConfig(**{**base, **overrides})
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def _history_values(run_dir: Path) -> list[dict]:
+    rows = list(csv.DictReader(open(run_dir / "history.csv")))
+    return [{k: v for k, v in r.items() if k != "time_seconds"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def finished(stacks: Path, tmp_path_factory: pytest.TempPathFactory):
+    runs = tmp_path_factory.mktemp("runs")
+    return run_train(config(stacks, runs, "base"), log=quiet)
+
+
+def test_loss_goes_down_and_accuracy_beats_chance(finished) -> None:
+    history = finished.state.history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert finished.metrics["accuracy"] > 0.6  # chance is 1/3
+
+
+def test_artefacts_hold_what_a_later_user_needs(finished) -> None:
+    run = finished.run_dir
+    for name in ("best.pt", "last.pt", "history.csv", "metrics.json", "classification_report.csv",
+                 "confusion_matrix.png", "curves.png", "config.json"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    with open(run / "history.csv") as fh:
+        assert next(csv.reader(fh))[: len(SEED_HISTORY)] == SEED_HISTORY
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"accuracy", "uar", "war", "macro_f1", "per_class", "confusion_matrix"} <= set(metrics)
+    assert set(metrics["per_class"]["happy"]) == {"precision", "recall", "f1", "support"}
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["samples"] == 24
+    report = (run / "classification_report.csv").read_text()
+    assert report.startswith("class,precision,recall,f1,support") and "macro avg" in report
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt["model"]["classes"] == ["anger", "happy", "sad"] and ckpt["model"]["backbone"] == "resnet18"
+    assert ckpt["model"]["in_chans"] == 4 and ckpt["input"] == {"image_size": 32, "mean": 0.5, "std": 0.5}
+    assert ckpt["stack"]["interval"] == 5 and ckpt["stack"]["size"] == 32
+    assert {"torch", "timm", "python"} <= set(ckpt["versions"])
+    last = load_checkpoint(run / "last.pt")
+    assert {"optimizer", "scheduler", "rng", "loop"} <= set(last) and last["epoch"] == 3
+
+
+def test_checkpoint_loads_back_and_predicts_the_same(finished, stacks: Path) -> None:
+    ckpt = load_checkpoint(finished.run_dir)
+    data = read_run_data(stacks)
+    val = StackDataset(data.rows["val"], data.classes, 32)
+    inputs = InputSettings(**ckpt["input"])
+    first, _ = predict_logits(model_from_checkpoint(ckpt), val, inputs, torch.device("cpu"))
+    again, _ = predict_logits(model_from_checkpoint(load_checkpoint(finished.run_dir / "best.pt")), val, inputs,
+                              torch.device("cpu"))
+    np.testing.assert_array_equal(first, again)
+    metrics = json.loads((finished.run_dir / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(float((first.argmax(1) == val.labels).mean()))
+
+
+def test_same_seed_same_metrics_with_augmentation(stacks: Path, tmp_path: Path) -> None:
+    aug = AugmentSettings()
+    run_train(config(stacks, tmp_path, "a", epochs=2, augment=aug, seed=7), log=quiet)
+    run_train(config(stacks, tmp_path, "b", epochs=2, augment=aug, seed=7), log=quiet)
+    run_train(config(stacks, tmp_path, "c", epochs=2, augment=aug, seed=8), log=quiet)
+    assert _history_values(tmp_path / "a") == _history_values(tmp_path / "b")
+    assert _history_values(tmp_path / "a") != _history_values(tmp_path / "c")
+
+
+def test_resume_continues_exactly_where_it_stopped(stacks: Path, tmp_path: Path) -> None:
+    aug = AugmentSettings()
+    straight = run_train(config(stacks, tmp_path, "straight", augment=aug, schedule="cosine"), log=quiet)
+
+    def stop_after_epoch_2(line: str) -> None:
+        if line.startswith("epoch   2/"):
+            raise KeyboardInterrupt  # as Ctrl-C would, right after epoch 2 was saved
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config(stacks, tmp_path, "cut", augment=aug, schedule="cosine"), log=stop_after_epoch_2).fit()
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
+    resumed = run_train(config(stacks, tmp_path, "cut", augment=aug, schedule="cosine", resume=True), log=quiet)
+    assert _history_values(tmp_path / "cut") == _history_values(tmp_path / "straight")
+    assert resumed.metrics["accuracy"] == straight.metrics["accuracy"]
+
+
+def test_an_existing_run_is_not_overwritten_silently(finished, stacks: Path) -> None:
+    again = config(stacks, finished.run_dir.parent, finished.run_dir.name)
+    with pytest.raises(TrainError, match="already holds a run: --resume"):
+        Trainer(again, log=quiet)
+    with pytest.raises(TrainError, match="--resume: .* does not exist"):
+        Trainer(config(stacks, finished.run_dir.parent, "never-ran", resume=True), log=quiet)
+
+
+def test_face_image_model_initialises_a_clip_model(image_stacks: Path, stacks: Path, tmp_path: Path) -> None:
+    images = run_train(config(image_stacks, tmp_path, "faces", epochs=1), log=quiet)
+    lines: list[str] = []
+    run_train(config(stacks, tmp_path, "clips", epochs=1, init=images.run_dir), log=lines.append)
+    assert "first conv 1->4 channels; new head" in lines[0]
+    image_conv = load_checkpoint(images.run_dir)["state_dict"]["backbone.conv1.weight"]
+    trainer = Trainer(config(stacks, tmp_path, "clips2", epochs=1, init=images.run_dir), log=quiet)
+    assert torch.allclose(trainer.model.backbone.conv1.weight, image_conv.repeat(1, 4, 1, 1) / 4)
+
+
+def test_init_from_another_architecture_is_refused(finished, stacks: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="is a resnet18 model but this run builds mobilenetv3_small"):
+        Trainer(config(stacks, tmp_path, "x", backbone="mobilenetv3_small", init=finished.run_dir), log=quiet)
+
+
+def test_evaluate_any_split_writes_its_own_files(finished) -> None:
+    metrics = evaluate_run(finished.run_dir, "test", progress=False)
+    assert metrics["samples"] == 24 and metrics["split"] == "test"
+    for name in ("metrics_test.json", "classification_report_test.csv", "confusion_matrix_test.png"):
+        assert (finished.run_dir / name).is_file()
+    val = evaluate_run(finished.run_dir, "val", progress=False)
+    assert val["accuracy"] == finished.metrics["accuracy"]
+
+
+# -- bad input: one clear error before any training ---------------------------------------------------
+
+def _copy_stacks(src: Path, dst: Path) -> list:
+    rows = read_manifest(src)
+    moved = []
+    for row in rows:
+        stack = read_stack(row.path)
+        write_stack(dst / row.stack, stack.array, stack.meta)
+        moved.append(dataclasses.replace(row, root=str(dst)))
+    write_manifest(dst, moved)
+    return moved
+
+
+def test_bad_stack_folders_fail_before_training(stacks: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    with pytest.raises(TrainError, match="no manifest.csv in"):
+        Trainer(config(tmp_path / "nothing", runs, "a"), log=quiet)
+    empty = tmp_path / "empty"
+    write_manifest(empty, [])
+    with pytest.raises(TrainError, match="lists no stacks"):
+        Trainer(config(empty, runs, "b"), log=quiet)
+
+    orphan = tmp_path / "orphan"
+    rows = _copy_stacks(stacks, orphan)
+    write_manifest(orphan, [r for r in rows if not (r.label == "sad" and r.split == "train")])
+    with pytest.raises(TrainError, match="class sad has validation/test stacks but no training samples"):
+        Trainer(config(orphan, runs, "c"), log=quiet)
+
+    mixed = tmp_path / "mixed"
+    rows = _copy_stacks(stacks, mixed)
+    odd = rows[0]
+    write_stack(odd.path, np.zeros((9, 32, 32), np.uint8), read_stack(odd.path).meta)
+    write_manifest(mixed, [dataclasses.replace(odd, channels=9)] + rows[1:])
+    with pytest.raises(TrainError, match=r"mixes stacks of \[4, 9\] channels"):
+        Trainer(config(mixed, runs, "d"), log=quiet)
+
+    sizes = tmp_path / "sizes"
+    rows = _copy_stacks(stacks, sizes)
+    write_stack(rows[-1].path, np.zeros((4, 40, 40), np.uint8), read_stack(rows[-1].path).meta)
+    with pytest.raises(TrainError, match="stacks of different sizes"):
+        Trainer(config(sizes, runs, "e"), log=quiet)
+
+
+def test_cli_train_errors_are_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "cli.py", "train", "--data", str(tmp_path / "none"), "--backbone",
+                           "resnet18", "--runs-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: no manifest.csv in")
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "cli.py", "train", "--backbone", "vgg"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown backbone 'vgg'; choose one of" in proc.stderr
+
+
+# -- augmentation --------------------------------------------------------------------------------------
+
+def test_augmentation_is_one_transform_for_all_channels_and_fresh_each_epoch() -> None:
+    rng = np.random.default_rng(0)
+    frame = torch.from_numpy(rng.random((6, 1, 32, 32), dtype=np.float32))
+    batch = frame.repeat(1, 5, 1, 1)  # every channel of a stack identical
+    out = augment_batch(batch, AugmentSettings(blur=1.0, erase=1.0), torch.Generator().manual_seed(1))
+    assert out.shape == batch.shape and 0.0 <= out.min() and out.max() <= 1.0
+    assert torch.equal(out, out[:, :1].expand_as(out))  # still identical across channels
+    assert not torch.allclose(out, batch)
+    same = augment_batch(batch, AugmentSettings(blur=1.0, erase=1.0), torch.Generator().manual_seed(1))
+    other = augment_batch(batch, AugmentSettings(blur=1.0, erase=1.0), torch.Generator().manual_seed(2))
+    assert torch.equal(out, same) and not torch.allclose(out, other)
+
+
+def test_dataset_keeps_uint8_and_reuses_a_disk_cache(stacks: Path, tmp_path: Path) -> None:
+    data = read_run_data(stacks)
+    ds = StackDataset(data.rows["train"], data.classes, 24, cache_dir=tmp_path)
+    images, labels = ds[[0, 5, 9]]
+    assert images.dtype == torch.uint8 and images.shape == (3, 4, 24, 24) and labels.dtype == torch.int64
+    assert ds.nbytes == 72 * 4 * 24 * 24
+    cached = list(tmp_path.glob("stacks_*.npy"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    again = StackDataset(data.rows["train"], data.classes, 24, cache_dir=tmp_path)
+    assert cached[0].stat().st_mtime_ns == mtime
+    assert torch.equal(again[[0, 5, 9]][0], images)
