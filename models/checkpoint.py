@@ -47,6 +47,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a clip-emotion checkpoint; for plain weights use --weights")
+    if data.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path} was written by a newer version of this project (checkpoint format "
+                              f"{data['version']} > {VERSION}): update the code")
     data["path"] = str(path)
     return data
 
@@ -58,10 +61,11 @@ def model_from_checkpoint(data: dict[str, Any]) -> EmotionNet:
     return model.eval()
 
 
-def init_from_checkpoint(model: EmotionNet, source: Path) -> str:
+def init_from_checkpoint(model: EmotionNet, source: Path) -> tuple[str, dict]:
     """Start ``model`` from one of our runs: first conv re-adapted, head kept only where it fits.
 
-    Returns a one-line description of what was carried over (printed by `train`).
+    Returns a one-line description of what was carried over (printed by `train`) and the checkpoint's
+    input settings, whose normalisation the new run must keep.
     """
     data = load_checkpoint(source)
     theirs = ModelSettings.from_dict(data["model"])
@@ -75,7 +79,7 @@ def init_from_checkpoint(model: EmotionNet, source: Path) -> str:
     conv_key = f"backbone.{first_conv_name(model.backbone)}.weight"
     state[conv_key] = adapt_kernel(state[conv_key], ours.in_chans)
     head_note = "head kept"
-    if theirs.head != ours.head or set(theirs.classes) != set(ours.classes):
+    if theirs.head.hidden != ours.head.hidden or set(theirs.classes) != set(ours.classes):
         # Different classes (or head shape): keep the backbone, start the head fresh.
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
         head_note = "new head"
@@ -91,7 +95,8 @@ def init_from_checkpoint(model: EmotionNet, source: Path) -> str:
                               f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
     chans = data["model"]["in_chans"]
     conv_note = f"first conv {chans}->{ours.in_chans} channels" if chans != ours.in_chans else "same channels"
-    return f"initialised from {data['path']} (epoch {data.get('epoch', '?')}; {conv_note}; {head_note})"
+    note = f"initialised from {data['path']} (epoch {data.get('epoch', '?')}; {conv_note}; {head_note})"
+    return note, data["input"]
 
 
 __all__ = ["CheckpointError", "WeightsError", "init_from_checkpoint", "load_checkpoint", "model_from_checkpoint",

@@ -6,7 +6,9 @@ count (``first_conv.adapt_kernel``) and refuses weights that do not fit the arch
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -28,8 +30,11 @@ def _unwrap(state: dict) -> dict[str, torch.Tensor]:
         if key in state and isinstance(state[key], dict):
             state = state[key]
             break
-    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()
-            if isinstance(v, torch.Tensor)}
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()
+             if isinstance(v, torch.Tensor)}
+    if state and all(k.startswith(("backbone.", "head.")) for k in state):  # one of our checkpoints' weights
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    return state
 
 
 def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
@@ -66,18 +71,32 @@ def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], ori
     return len(fitting)
 
 
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the weights hub cannot be reached, or None. Saves the ~50 s of retries a blocked network costs."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None  # the user asked for the local cache only; let timm look there
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as exc:
+        return f"{url.hostname} unreachable: {exc.strerror or exc}"
+    return None
+
+
 def hub_state(backbone_name: str) -> dict[str, torch.Tensor]:
     """ImageNet weights from timm's hub; needs internet, which this machine may not have."""
     timm_name = get_backbone(backbone_name).timm_name
-    try:
-        model = timm.create_model(timm_name, pretrained=True, num_classes=0)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(
-            f"cannot download pretrained {timm_name} weights (offline? {reason}); pass a local file "
-            "with --weights FILE.pth|.safetensors, or start from one of our runs with --init RUN"
-        ) from None
-    return model.state_dict()
+    advice = ("pass a local file with --weights FILE.pth|.safetensors, or start from one of our runs with "
+              "--init RUN (set HF_HUB_OFFLINE=1 to use weights already in the Hugging Face cache)")
+    reason = _hub_unreachable()
+    if reason is None:
+        try:
+            return timm.create_model(timm_name, pretrained=True, num_classes=0).state_dict()
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    raise WeightsError(f"cannot download pretrained {timm_name} weights (offline? {reason}); {advice}")
 
 
 def resolve_checkpoint(path: Path) -> Path:

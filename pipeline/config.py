@@ -154,6 +154,19 @@ class AugmentSettings:
     blur: float = 0.15  # probability of a Gaussian blur
     erase: float = 0.25  # probability of erasing one rectangle (2-20% of the area)
 
+    def __post_init__(self) -> None:
+        problems = [f"--{name} must be between 0 and 1 (got {value})"
+                    for name, value in (("flip", self.flip), ("blur", self.blur), ("erase", self.erase),
+                                        ("brightness", self.brightness), ("contrast", self.contrast),
+                                        ("translate", self.translate))
+                    if not 0.0 <= value <= 1.0]
+        if not 0.0 <= self.scale < 1.0:
+            problems.append(f"--scale must be in [0, 1): the zoom is 1 +/- scale (got {self.scale})")
+        if not 0.0 <= self.rotate <= 180.0:
+            problems.append(f"--rotate must be between 0 and 180 degrees (got {self.rotate})")
+        if problems:
+            raise ValueError("; ".join(problems))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -208,8 +221,17 @@ class TrainConfig:
         problems = []
         if self.epochs < 1:
             problems.append(f"--epochs must be >= 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            problems.append(f"--batch-size must be >= 1 (got {self.batch_size})")
+        if self.batch_size < 2:
+            problems.append(f"--batch-size must be >= 2: BatchNorm needs 2+ samples (got {self.batch_size})")
+        for name, value, low, high in (("weight-decay", self.weight_decay, 0.0, 1.0),
+                                       ("momentum", self.momentum, 0.0, 0.999),
+                                       ("drop-path", self.drop_path, 0.0, 0.999)):
+            if not low <= value <= high:
+                problems.append(f"--{name} must be between {low} and {high} (got {value})")
+        for name, value in (("warmup-epochs", self.warmup_epochs), ("clip-grad", self.clip_grad),
+                            ("threads", self.threads)):
+            if value < 0:
+                problems.append(f"--{name} must be >= 0 (got {value})")
         if self.lr <= 0:
             problems.append(f"--lr must be > 0 (got {self.lr})")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -42,7 +42,8 @@ def write_evaluation(model: nn.Module, dataset: StackDataset, checkpoint: dict, 
     atomic_write_text(run_dir / names["report"], classification_report_csv(metrics))
     title = (f"{run_dir.name} on {split}: accuracy {metrics['accuracy']:.3f}, UAR {metrics['uar']:.3f} "
              f"({metrics['samples']} stacks)")
-    atomic_write(run_dir / names["confusion"], lambda tmp: plot_confusion(metrics["confusion_matrix"], classes, tmp, title))
+    atomic_write(run_dir / names["confusion"],
+                 lambda tmp: plot_confusion(metrics["confusion_matrix"], classes, tmp, title))
     return metrics
 
 
@@ -52,19 +53,25 @@ def evaluate_run(run: Path, split: str = "val", data: Path | None = None, device
     run = Path(run)
     try:
         checkpoint = load_checkpoint(run)
-        model = model_from_checkpoint(checkpoint)
     except (CheckpointError, WeightsError) as exc:
         raise TrainError(str(exc)) from exc
+    try:
+        model = model_from_checkpoint(checkpoint)
+    except (RuntimeError, ValueError, KeyError) as exc:  # e.g. another timm version, an unregistered backbone
+        raise TrainError(f"{checkpoint['path']} cannot be rebuilt with this code ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}); it was saved with {checkpoint.get('versions')}") from exc
     run_dir = run if run.is_dir() else run.parent
     folder = Path(data or checkpoint["train"]["data"])
+    classes = list(checkpoint["model"]["classes"])
     try:
-        run_data = read_run_data(folder)
-        if run_data.classes != list(checkpoint["model"]["classes"]):
-            raise DataError(f"{folder} has classes {run_data.classes} but the model was trained on "
-                            f"{list(checkpoint['model']['classes'])}")
+        if data is None and not folder.is_dir():
+            raise DataError(f"the run's stack folder {folder} is not here (a relative path is taken from the "
+                            "current folder): pass it with --data")
+        run_data = read_run_data(folder, classes=classes)
         if run_data.channels != checkpoint["model"]["in_chans"]:
             raise DataError(f"{folder} holds {run_data.channels}-channel stacks but the model takes "
                             f"{checkpoint['model']['in_chans']}: evaluate on stacks made with the run's interval")
+        run_data.classes = classes
         dataset = load_split(run_data, split, checkpoint["input"]["image_size"], None, progress)
     except DataError as exc:
         raise TrainError(str(exc)) from exc

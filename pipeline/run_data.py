@@ -24,14 +24,19 @@ class RunData:
     rows: dict[str, list[ManifestRow]]  # split -> rows
 
 
-def read_run_data(folder: Path) -> RunData:
-    """Read and check the manifest: present, not empty, one channel count, one fingerprint,
-    every class present in train, a validation split to select the model on."""
+def read_run_data(folder: Path, classes: list[str] | None = None) -> RunData:
+    """Read and check the manifest: present, not empty, one channel count, one fingerprint, and
+    every class present in train. ``classes`` (evaluation of a trained model) replaces the last check:
+    then no train split is needed, only labels the model knows."""
     folder = Path(folder)
     if not (folder / MANIFEST_NAME).is_file():
         raise DataError(f"no {MANIFEST_NAME} in {folder}: run `python cli.py prepare --out {folder}` first, "
                         "or pass the stack folder with --data")
-    rows = read_manifest(folder)
+    try:
+        rows = read_manifest(folder)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{folder / MANIFEST_NAME} is malformed ({type(exc).__name__}: {exc}): rerun "
+                        "`python cli.py prepare` to rewrite it") from exc
     if not rows:
         raise DataError(f"{folder / MANIFEST_NAME} lists no stacks: prepare found no usable clip "
                         "(see prepare_report.json there)")
@@ -46,6 +51,21 @@ def read_run_data(folder: Path) -> RunData:
     if len(prints) > 1:
         raise DataError(f"{folder} mixes stacks made with different settings ({len(prints)} fingerprints): "
                         "rerun `python cli.py prepare` on it")
+    if classes is not None:
+        unknown = sorted({row.label for row in rows} - set(classes))
+        if unknown:
+            raise DataError(f"{folder} has labels {unknown} that the model was not trained on ({classes})")
+        first = rows[0]
+    else:
+        classes, first = _training_classes(folder, rows, by_split), by_split["train"][0]
+    try:
+        stack = StackSettings.from_dict(read_stack(first.path).meta.get("settings", {}))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {first.path} ({exc}): rerun `python cli.py prepare`") from exc
+    return RunData(classes=list(classes), channels=channels.most_common(1)[0][0], stack=stack, rows=by_split)
+
+
+def _training_classes(folder: Path, rows: list[ManifestRow], by_split: dict[str, list[ManifestRow]]) -> list[str]:
     train = by_split.get("train", [])
     if not train:
         raise DataError(f"{folder} has no training stacks (splits present: {', '.join(sorted(by_split))})")
@@ -57,11 +77,7 @@ def read_run_data(folder: Path) -> RunData:
                         "the class".format("ve" if len(missing) > 1 else "s"))
     if len(classes) < 2:
         raise DataError(f"only one class ({classes[0]}) in the training split: a classifier needs at least two")
-    try:
-        stack = StackSettings.from_dict(read_stack(train[0].path).meta.get("settings", {}))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {train[0].path} ({exc}): rerun `python cli.py prepare`") from exc
-    return RunData(classes=classes, channels=channels.most_common(1)[0][0], stack=stack, rows=by_split)
+    return classes
 
 
 def load_split(data: RunData, split: str, size: int, cache_dir: Path | None, progress: bool) -> StackDataset:

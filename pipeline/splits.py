@@ -10,7 +10,6 @@ from pathlib import Path
 from pipeline.config import SplitSettings
 from pipeline.sources import Source
 
-
 # Split names a split file may use, mapped onto ours (FER2013 calls them Training/PublicTest/PrivateTest).
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "publictest": "val", "test": "test", "testing": "test", "privatetest": "test"}
@@ -65,9 +64,10 @@ def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int
 def assign_splits(sources: list[Source], settings: SplitSettings) -> dict[str, str]:
     """Map each source's ``rel`` to its split.
 
-    Order of precedence: the split file (files it lists); a train/val/test folder in the dataset; then ``val_ids`` (matched against
-    the video id, e.g. ``0016``, or the file stem, e.g. ``Happy_0016``); then a per-label shuffle
-    with ``seed`` (stratified). Sorting first makes the result independent of file-system order.
+    Order of precedence: the split file (files it lists); a train/val/test folder in the dataset;
+    then ``val_ids`` (matched against the video id, e.g. ``0016``, or the file stem, e.g.
+    ``Happy_0016``); then a per-label shuffle with ``seed`` (stratified). Sorting first makes the
+    result independent of file-system order.
     """
     listed = read_split_file(settings.split_file) if settings.split_file else {}
     result: dict[str, str] = {s.rel: listed[s.rel] for s in sources if s.rel in listed}

@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +24,22 @@ from models.head import HeadSettings
 from models.network import EmotionNet, ModelSettings
 from models.weights import WeightsError, hub_state, load_backbone_state, read_weights_file
 from pipeline.augment import augment_batch, normalise, to_unit
-from pipeline.config import TrainConfig
+from pipeline.config import InputSettings, TrainConfig
 from pipeline.evaluate import write_evaluation
 from pipeline.inference import autocast, predict_logits
-from pipeline.metrics import summarise, confusion_matrix
+from pipeline.metrics import confusion_matrix, summarise
 from pipeline.plots import plot_curves
-from pipeline.run_data import RunData, read_run_data, load_split
-from pipeline.training_parts import (TrainError, batch_order, class_weights, epoch_seed, lr_factor, make_optimizer,
-                                     resolve_device, seed_everything)
+from pipeline.run_data import RunData, load_split, read_run_data
+from pipeline.training_parts import (
+    TrainError,
+    batch_order,
+    class_weights,
+    epoch_seed,
+    lr_factor,
+    make_optimizer,
+    resolve_device,
+    seed_everything,
+)
 from stacks.atomic import atomic_write, atomic_write_text
 
 HISTORY_COLUMNS = ["epoch", "time_seconds", "train_acc", "train_loss", "val_acc", "val_loss", "learning_rate",
@@ -66,19 +75,30 @@ def _better(monitor: str, value: float, best: float | None) -> bool:
     return value < best if monitor == "loss" else value > best
 
 
-def _start_weights(model: EmotionNet, config: TrainConfig) -> str:
+def _start_weights(model: EmotionNet, config: TrainConfig) -> tuple[str, InputSettings]:
+    """Load the starting weights; returns a note for the log and the input normalisation they expect."""
+    inputs = config.input
     try:
         if config.init is not None:
-            return init_from_checkpoint(model, config.init)
-        if config.weights is not None:
-            n = load_backbone_state(model.backbone, read_weights_file(config.weights), f"--weights {config.weights}")
-            return f"backbone from {config.weights} ({n} tensors; first conv adapted)"
-        if config.pretrained:
-            n = load_backbone_state(model.backbone, hub_state(config.backbone), "timm hub weights")
-            return f"backbone from timm's pretrained weights ({n} tensors; first conv adapted)"
+            note, theirs = init_from_checkpoint(model, config.init)
+            return note, replace(inputs, mean=theirs["mean"], std=theirs["std"])
+        if config.weights is not None or config.pretrained:
+            if config.weights is not None:
+                state, origin = read_weights_file(config.weights), f"--weights {config.weights}"
+            else:
+                state, origin = hub_state(config.backbone), "timm's pretrained weights"
+            n = load_backbone_state(model.backbone, state, origin)
+            cfg = model.backbone.pretrained_cfg  # ImageNet weights expect their own mean/std, grey = channel mean
+            inputs = replace(inputs, mean=round(float(np.mean(cfg["mean"])), 4),
+                             std=round(float(np.mean(cfg["std"])), 4))
+            return f"backbone from {origin} ({n} tensors; first conv adapted)", inputs
     except (WeightsError, CheckpointError) as exc:
         raise TrainError(str(exc)) from exc
-    return "random initialisation"
+    return "random initialisation", inputs
+
+
+# Settings that may differ between a run and its --resume: they do not change what is computed.
+RESUME_MAY_CHANGE = {"resume", "overwrite", "progress", "device", "threads", "compile", "epochs", "patience"}
 
 
 def _history_csv(history: list[dict]) -> str:
@@ -111,6 +131,8 @@ class Trainer:
         self.model_settings = ModelSettings(config.backbone, self.data.channels, tuple(self.data.classes), head,
                                             config.drop_path)
         self.resume_from = self._resume_checkpoint()
+        if len(self.data.rows["train"]) < 2:
+            raise TrainError("a single training stack cannot be trained on (BatchNorm needs batches of 2+)")
         cache_dir = config.data / ".cache" if config.cache == "disk" else None
         try:
             self.train_set = load_split(self.data, "train", config.input.image_size, cache_dir, config.progress)
@@ -119,11 +141,17 @@ class Trainer:
             raise TrainError(str(exc)) from exc
         seed_everything(config.seed)
         self.model = EmotionNet(self.model_settings)
-        self.start_note = "resumed" if self.resume_from else _start_weights(self.model, config)
+        if self.resume_from:
+            self.start_note, self.inputs = "resumed", InputSettings(**self.resume_from["input"])
+        else:
+            self.start_note, self.inputs = _start_weights(self.model, config)
         self.model.to(self.device).to(memory_format=torch.channels_last)
         self.steps_per_epoch = len(batch_order(self.train_set.labels, config.batch_size, config.balance,
                                                torch.Generator().manual_seed(0)))
-        self.optimizer = make_optimizer(self.model, config)
+        try:
+            self.optimizer = make_optimizer(self.model, config)
+        except ValueError as exc:
+            raise TrainError(str(exc)) from exc
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config, self.steps_per_epoch))
         weights = class_weights(self.train_set.class_counts()) if config.balance == "weights" else None
         self.loss_weights = None if weights is None else weights.to(self.device)
@@ -131,19 +159,21 @@ class Trainer:
         if self.resume_from:
             self._restore(self.resume_from)
         self.forward = torch.compile(self.model) if config.compile else self.model
-        self.tensorboard = self._tensorboard()
+        self.tensorboard = None
 
     # -- run folder ---------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
         last = self.run_dir / "last.pt"
         if self.config.resume and not last.is_file():
             raise TrainError(f"--resume: {last} does not exist; start the run without --resume")
-        if not self.config.resume and last.is_file():
-            if not self.config.overwrite:
-                raise TrainError(f"{self.run_dir} already holds a run: --resume to continue it, --overwrite to "
-                                 "start it again, or choose another --name")
-            for name in ("last.pt", "best.pt", "history.csv", "metrics.json"):
-                (self.run_dir / name).unlink(missing_ok=True)
+        if not self.config.resume and last.is_file() and not self.config.overwrite:
+            raise TrainError(f"{self.run_dir} already holds a run: --resume to continue it, --overwrite to "
+                             "start it again, or choose another --name")
+
+    def _clear_run_dir(self) -> None:
+        """--overwrite: the old run goes only once the new one has passed every check."""
+        if not self.config.resume and self.run_dir.exists():
+            shutil.rmtree(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _resume_checkpoint(self) -> dict | None:
@@ -153,11 +183,19 @@ class Trainer:
             data = load_checkpoint(self.run_dir / "last.pt")
         except CheckpointError as exc:
             raise TrainError(str(exc)) from exc
+        if not {"optimizer", "scheduler", "loop", "train", "input"} <= set(data):
+            raise TrainError(f"--resume: {self.run_dir / 'last.pt'} lacks the training state (not a last.pt?)")
         saved = ModelSettings.from_dict(data["model"])
         if saved != self.model_settings:
             raise TrainError(f"--resume: {self.run_dir} was trained as {saved.backbone} on {saved.in_chans} channels "
                              f"and classes {list(saved.classes)}; this call asks for {self.model_settings.backbone}, "
                              f"{self.model_settings.in_chans} channels, {list(self.model_settings.classes)}")
+        now = self.config.to_dict()
+        changed = sorted(k for k, v in data["train"].items() if k not in RESUME_MAY_CHANGE and now.get(k) != v)
+        if changed:
+            flags = ", ".join(f"--{k.replace('_', '-')} {data['train'][k]!r} -> {now.get(k)!r}" for k in changed)
+            raise TrainError(f"--resume with different settings ({flags}): resume with the run's own settings "
+                             f"(see {self.run_dir / 'config.json'}), or start a new --name")
         return data
 
     def _restore(self, data: dict) -> None:
@@ -180,7 +218,7 @@ class Trainer:
     def _payload(self, full: bool) -> dict:
         payload = {
             "model": self.model_settings.to_dict(),
-            "input": self.config.input.to_dict(),
+            "input": self.inputs.to_dict(),
             "stack": self.data.stack.to_dict(),
             "train": self.config.to_dict(),
             "epoch": self.state.epoch,
@@ -200,11 +238,15 @@ class Trainer:
         return payload
 
     # -- the loop -------------------------------------------------------------------------------
-    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+    def train_epoch(self, epoch: int, max_batches: int | None = None) -> tuple[float, float, float]:
+        """One epoch (or its first ``max_batches`` batches, for benchmarks).
+
+        Returns (mean loss, accuracy, learning rate of the epoch's last step).
+        """
         config = self.config
         seed = epoch_seed(config.seed, epoch)
         gen = seed_everything(seed)  # dropout, batch order and augmentation of this epoch
-        batches = batch_order(self.train_set.labels, config.batch_size, config.balance, gen)
+        batches = batch_order(self.train_set.labels, config.batch_size, config.balance, gen)[:max_batches]
         self.model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
@@ -213,15 +255,19 @@ class Trainer:
             images, labels = self.train_set[indices]
             labels = labels.to(self.device)
             x = augment_batch(to_unit(images, self.device), config.augment, gen)
-            x = normalise(x, config.input.mean, config.input.std).contiguous(memory_format=torch.channels_last)
+            x = normalise(x, self.inputs.mean, self.inputs.std).contiguous(memory_format=torch.channels_last)
             with autocast(self.device):
                 logits = self.forward(x).float()
             loss = F.cross_entropy(logits, labels, weight=self.loss_weights, label_smoothing=config.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrainError(f"the loss became {loss.item()} in epoch {epoch}: training diverged; lower --lr "
+                                 f"(now {config.lr}) or raise --warmup-epochs")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad)
             self.optimizer.step()
+            lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             n = len(labels)
             loss_sum += loss.item() * n
@@ -229,50 +275,29 @@ class Trainer:
             seen += n
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         bar.close()
-        return loss_sum / max(1, seen), correct / max(1, seen)
+        return loss_sum / max(1, seen), correct / max(1, seen), lr
 
     def fit(self) -> TrainResult:
         config, state = self.config, self.state
+        self._clear_run_dir()
+        self.tensorboard = self._tensorboard()
         atomic_write_text(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
         self.log(f"{config.backbone}: {self.data.channels} channels, {len(self.data.classes)} classes "
                  f"({', '.join(self.data.classes)}), {len(self.train_set)} train / {len(self.val_set)} val stacks "
-                 f"at {config.input.image_size}px on {self.device}; {self.start_note}")
+                 f"at {self.inputs.image_size}px on {self.device}; {self.start_note}")
         if state.epoch >= config.epochs or state.stopped_early:
             self.log(f"{self.run_dir} already finished ({state.epoch} epochs); evaluating its best.pt")
         while state.epoch < config.epochs and not state.stopped_early:
-            epoch = state.epoch + 1
-            started = time.perf_counter()
-            lr = self.optimizer.param_groups[0]["lr"]
             try:
-                train_loss, train_acc = self._train_epoch(epoch)
+                self._run_epoch(state.epoch + 1)
             except KeyboardInterrupt:
-                if state.epoch == 0:
+                if not (self.run_dir / "last.pt").is_file():
                     raise TrainInterrupted("interrupted in epoch 1, before any epoch finished: nothing to "
                                            "resume, run the command again") from None
+                saved = load_checkpoint(self.run_dir / "last.pt")["epoch"]
                 raise TrainInterrupted(
-                    f"interrupted in epoch {epoch}; {self.run_dir / 'last.pt'} holds epoch {state.epoch}: "
+                    f"interrupted in epoch {saved + 1}; {self.run_dir / 'last.pt'} holds epoch {saved}: "
                     f"continue with the same command and --resume") from None
-            logits, val_loss = predict_logits(self.model, self.val_set, config.input, self.device)
-            val = summarise(confusion_matrix(self.val_set.labels, logits.argmax(1), len(self.data.classes)),
-                            self.data.classes, val_loss)
-            row = {"epoch": epoch, "time_seconds": round(time.perf_counter() - started, 2),
-                   "train_acc": round(train_acc, 5), "train_loss": round(train_loss, 5),
-                   "val_acc": round(val["accuracy"], 5), "val_loss": round(val_loss, 5),
-                   "learning_rate": lr, "val_uar": round(val["uar"], 5), "val_macro_f1": round(val["macro_f1"], 5)}
-            state.history.append(row)
-            state.epoch = epoch
-            value = val_loss if config.monitor == "loss" else val[config.monitor]
-            improved = _better(config.monitor, value, state.best)
-            if improved:
-                state.best, state.best_epoch, state.bad_epochs = value, epoch, 0
-            else:
-                state.bad_epochs += 1
-                state.stopped_early = config.patience > 0 and state.bad_epochs >= config.patience
-            if improved:
-                save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
-            save_checkpoint(self.run_dir / "last.pt", self._payload(full=True))
-            atomic_write_text(self.run_dir / "history.csv", _history_csv(state.history))
-            self._log_epoch(row, improved)
         self.log(f"best {config.monitor} {state.best:.4f} at epoch {state.best_epoch}"
                  + (f" (stopped early after {config.patience} epochs without improvement)" if state.stopped_early
                     else ""))
@@ -280,10 +305,39 @@ class Trainer:
                      lambda tmp: plot_curves(state.history, tmp, f"{self.run_dir.name}: {config.backbone}"))
         if self.tensorboard is not None:
             self.tensorboard.close()
-        best = load_checkpoint(self.run_dir / "best.pt")
+        try:
+            best = load_checkpoint(self.run_dir / "best.pt")
+        except (CheckpointError, WeightsError) as exc:
+            raise TrainError(str(exc)) from exc
         self.model.load_state_dict(best["state_dict"])
         metrics = write_evaluation(self.model, self.val_set, best, "val", self.run_dir, self.device)
         return TrainResult(self.run_dir, metrics, state)
+
+    def _run_epoch(self, epoch: int) -> None:
+        """Train, validate, then save last.pt (and best.pt) atomically: an interruption keeps the previous."""
+        config, state = self.config, self.state
+        started = time.perf_counter()
+        train_loss, train_acc, lr = self.train_epoch(epoch)
+        logits, val_loss = predict_logits(self.model, self.val_set, self.inputs, self.device)
+        val = summarise(confusion_matrix(self.val_set.labels, logits.argmax(1), len(self.data.classes)),
+                        self.data.classes, val_loss)
+        row = {"epoch": epoch, "time_seconds": round(time.perf_counter() - started, 2),
+               "train_acc": round(train_acc, 5), "train_loss": round(train_loss, 5),
+               "val_acc": round(val["accuracy"], 5), "val_loss": round(val_loss, 5),
+               "learning_rate": lr, "val_uar": round(val["uar"], 5), "val_macro_f1": round(val["macro_f1"], 5)}
+        value = val_loss if config.monitor == "loss" else val[config.monitor]
+        improved = _better(config.monitor, value, state.best)
+        state.history.append(row)
+        state.epoch = epoch
+        if improved:
+            state.best, state.best_epoch, state.bad_epochs = value, epoch, 0
+            save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
+        else:
+            state.bad_epochs += 1
+            state.stopped_early = config.patience > 0 and state.bad_epochs >= config.patience
+        save_checkpoint(self.run_dir / "last.pt", self._payload(full=True))
+        atomic_write_text(self.run_dir / "history.csv", _history_csv(state.history))
+        self._log_epoch(row, improved)
 
     def _log_epoch(self, row: dict, improved: bool) -> None:
         mark = " *" if improved else ""

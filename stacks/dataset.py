@@ -9,6 +9,8 @@ device, so no float32 copy of the dataset ever exists (the seed's preloaded floa
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from stacks.atomic import TMP_MARK
 from stacks.io import read_stack
 from stacks.manifest import ManifestRow
 
@@ -28,21 +31,25 @@ class DatasetError(ValueError):
 
 
 def _resize(array: np.ndarray, size: int) -> np.ndarray:
-    """(C, H, W) -> (C, size, size); INTER_AREA down (as prepare crops), linear up."""
+    """(C, H, W) -> (C, size, size); INTER_AREA down (as prepare crops), linear up; channel by channel
+    (OpenCV's area resize takes at most 4 channels at once)."""
     c, h, w = array.shape
     if h == size and w == size:
         return np.ascontiguousarray(array)
     interp = cv2.INTER_AREA if size < h else cv2.INTER_LINEAR
-    if c <= 512:  # cv2 resizes up to 512 channels at once when they are the last axis
-        out = cv2.resize(np.ascontiguousarray(array.transpose(1, 2, 0)), (size, size), interpolation=interp)
-        return np.ascontiguousarray(out.reshape(size, size, c).transpose(2, 0, 1))
     return np.stack([cv2.resize(ch, (size, size), interpolation=interp) for ch in array])
 
 
 def cache_key(rows: Sequence[ManifestRow], size: int) -> str:
+    """Changes when any stack file changes (a `prepare --force` rewrites them under the same names)."""
     digest = hashlib.sha256(f"{size}".encode())
     for row in rows:
-        digest.update(f"{row.stack}|{row.fingerprint}|{row.channels}\n".encode())
+        try:
+            stat = row.path.stat()
+            version = f"{stat.st_size}|{stat.st_mtime_ns}"
+        except OSError:
+            version = "missing"
+        digest.update(f"{row.stack}|{row.fingerprint}|{row.channels}|{version}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -81,7 +88,7 @@ class StackDataset(Dataset):
         final = folder / f"stacks_{cache_key(self.rows, self.size)}.npy"
         if final.is_file():
             return np.load(final, mmap_mode="r")
-        tmp = final.with_suffix(".partial.npy")
+        tmp = final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")  # never *.npy
         self.images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         self._fill(progress, desc)
         self.images.flush()
@@ -97,7 +104,8 @@ class StackDataset(Dataset):
             try:
                 array = read_stack(row.path, mmap=True).array
             except FileNotFoundError:
-                raise DatasetError(f"{row.path} is in the manifest but missing: rerun `python cli.py prepare`") from None
+                raise DatasetError(f"{row.path} is in the manifest but missing: rerun `python cli.py prepare`"
+                                   ) from None
             except Exception as exc:
                 raise DatasetError(f"{row.path} cannot be read ({exc}): rerun `python cli.py prepare --force`") from exc
             if array.shape[0] != self.channels:
@@ -119,10 +127,13 @@ class StackDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One stack, or a batch for a list of indices. A batch comes back in index order (reads from a
+        memory-mapped cache stay sequential), the same in memory and on disk, so results do not depend on
+        the cache mode."""
         if isinstance(index, (int, np.integer)):
             return torch.from_numpy(np.array(self.images[index])), torch.tensor(self.labels[index])
-        idx = np.sort(np.asarray(index)) if isinstance(self.images, np.memmap) else np.asarray(index)
-        return torch.from_numpy(self.images[idx]), torch.from_numpy(self.labels[idx])
+        idx = np.sort(np.asarray(index))
+        return torch.from_numpy(np.ascontiguousarray(self.images[idx])), torch.from_numpy(self.labels[idx])
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(self.classes))

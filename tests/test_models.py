@@ -85,18 +85,22 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
         read_weights_file(tmp_path / "junk.pth")
 
 
-def test_pretrained_without_hub_access_says_what_to_do_instead(tmp_path: Path) -> None:
-    """HF_HUB_OFFLINE makes the hub unreachable on any machine, as it is on this one."""
+@pytest.mark.parametrize("env_extra, reason", [
+    ({"HF_ENDPOINT": "http://127.0.0.1:9"}, "127.0.0.1 unreachable"),  # nothing listens on port 9: fails fast
+    ({"HF_HUB_OFFLINE": "1"}, "cannot find the requested files in the local cache"),
+])
+def test_pretrained_without_hub_access_says_what_to_do_instead(tmp_path: Path, env_extra: dict, reason: str) -> None:
+    """Both ways of having no hub give one line naming the offline alternatives, on any machine."""
     from pipeline.synthetic_stacks import make_stack_set
 
     make_stack_set(tmp_path / "stacks", counts={"train": 2, "val": 1})
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, **env_extra, "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run(
         [sys.executable, "cli.py", "train", "--data", str(tmp_path / "stacks"), "--backbone", "resnet18",
          "--pretrained", "--runs-dir", str(tmp_path / "runs"), "--no-progress"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 1
-    assert "error: cannot download pretrained resnet18 weights" in proc.stderr
+    assert "error: cannot download pretrained resnet18 weights" in proc.stderr and reason in proc.stderr
     assert "--weights FILE" in proc.stderr and "--init RUN" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -20,7 +20,7 @@ from pipeline.evaluate import evaluate_run
 from pipeline.inference import predict_logits
 from pipeline.run_data import read_run_data
 from pipeline.synthetic_stacks import make_stack_set
-from pipeline.train import Trainer, TrainError, run_train
+from pipeline.train import Trainer, TrainError, TrainInterrupted, run_train
 from stacks.dataset import StackDataset
 from stacks.io import read_stack, write_stack
 from stacks.manifest import read_manifest, write_manifest
@@ -125,7 +125,7 @@ def test_resume_continues_exactly_where_it_stopped(stacks: Path, tmp_path: Path)
         if line.startswith("epoch   2/"):
             raise KeyboardInterrupt  # as Ctrl-C would, right after epoch 2 was saved
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainInterrupted, match="interrupted in epoch 3; .* holds epoch 2: .* --resume"):
         Trainer(config(stacks, tmp_path, "cut", augment=aug, schedule="cosine"), log=stop_after_epoch_2).fit()
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
     resumed = run_train(config(stacks, tmp_path, "cut", augment=aug, schedule="cosine", resume=True), log=quiet)
@@ -246,3 +246,60 @@ def test_dataset_keeps_uint8_and_reuses_a_disk_cache(stacks: Path, tmp_path: Pat
     again = StackDataset(data.rows["train"], data.classes, 24, cache_dir=tmp_path)
     assert cached[0].stat().st_mtime_ns == mtime
     assert torch.equal(again[[0, 5, 9]][0], images)
+
+
+def test_dataset_resizes_stacks_of_any_channel_count(tmp_path: Path) -> None:
+    """Regression: OpenCV's area resize refused more than 4 channels at once (18-channel clip stacks)."""
+    import cv2
+
+    rows = make_stack_set(tmp_path, counts={"train": 1}, channels=18, size=40)
+    ds = StackDataset(rows, ["anger", "happy", "sad"], 24)
+    original = read_stack(rows[0].path).array
+    assert ds.images.shape == (3, 18, 24, 24)
+    for c in (0, 17):
+        np.testing.assert_array_equal(ds.images[0, c], cv2.resize(original[c], (24, 24), interpolation=cv2.INTER_AREA))
+
+
+def test_resume_refuses_changed_settings_and_overwrite_keeps_the_old_run_until_checks_pass(
+        finished, stacks: Path, tmp_path: Path) -> None:
+    runs, name = finished.run_dir.parent, finished.run_dir.name
+    with pytest.raises(TrainError, match=r"--resume with different settings \(--lr 0.001 -> 0.01"):
+        Trainer(config(stacks, runs, name, resume=True, lr=1e-2), log=quiet)
+    with pytest.raises(TrainError, match="no manifest.csv"):
+        Trainer(config(tmp_path / "typo", runs, name, overwrite=True), log=quiet)
+    assert (finished.run_dir / "best.pt").is_file() and (finished.run_dir / "metrics.json").is_file()
+
+
+def test_weights_file_sets_its_normalisation_and_init_keeps_the_parents(finished, stacks: Path, tmp_path: Path) -> None:
+    import timm
+
+    path = tmp_path / "resnet18_imagenet_layout.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), path)
+    trainer = Trainer(config(stacks, tmp_path, "w", weights=path), log=quiet)
+    assert (trainer.inputs.mean, trainer.inputs.std) == (0.449, 0.226)  # grey = mean of ImageNet's RGB stats
+    child = Trainer(config(stacks, tmp_path, "child", init=finished.run_dir), log=quiet)
+    assert child.start_note.endswith("same channels; head kept)") and child.inputs.mean == 0.5
+    ours = tmp_path / "ours.pth"  # our checkpoint's weights given as --weights: backbone part is used
+    torch.save(load_checkpoint(finished.run_dir)["state_dict"], ours)
+    assert "backbone from --weights" in Trainer(config(stacks, tmp_path, "o", weights=ours), log=quiet).start_note
+
+
+def test_evaluate_a_folder_without_training_split(finished, stacks: Path, tmp_path: Path) -> None:
+    only_test = tmp_path / "only_test"
+    rows = _copy_stacks(stacks, only_test)
+    write_manifest(only_test, [r for r in rows if r.split == "test"])
+    metrics = evaluate_run(finished.run_dir, "test", data=only_test, progress=False)
+    assert metrics["samples"] == 24
+
+
+@pytest.mark.parametrize("bad, message", [({"scale": 1.0}, "--scale must be in"), ({"flip": 2.0}, "--flip must be")])
+def test_augmentation_settings_are_checked(bad: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AugmentSettings(**bad)
+
+
+def test_train_settings_are_checked(stacks: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--batch-size must be >= 2"):
+        config(stacks, tmp_path, "x", batch_size=1)
+    with pytest.raises(ValueError, match="--weight-decay must be between"):
+        config(stacks, tmp_path, "x", weight_decay=-1.0)
