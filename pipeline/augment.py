@@ -40,11 +40,12 @@ def _geometry(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torc
 
 
 def _photometric(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
+    """(x - mean) * contrast + mean + brightness, as one in-place multiply-add per stack."""
     n = x.shape[0]
     contrast = _uniform(gen, n, 1 - s.contrast, 1 + s.contrast).to(x.device, x.dtype).view(n, 1, 1, 1)
     bright = _uniform(gen, n, -s.brightness, s.brightness).to(x.device, x.dtype).view(n, 1, 1, 1)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x - mean) * contrast + mean + bright).clamp_(0.0, 1.0)
+    offset = x.mean(dim=(1, 2, 3), keepdim=True) * (1 - contrast) + bright
+    return x.mul_(contrast).add_(offset).clamp_(0.0, 1.0)
 
 
 def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -55,19 +56,19 @@ def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> 
 
 
 def _blur(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
+    """Separable Gaussian on the chosen stacks, their channels as depthwise conv groups (fast on CPU)."""
     chosen = _chance(gen, x.shape[0], s.blur).nonzero().flatten()
     sigma = float(_uniform(gen, 1, 0.5, 1.5))
     if len(chosen) == 0:
         return x
-    sel = x[chosen.to(x.device)]
-    n, c, h, w = sel.shape
+    chosen = chosen.to(x.device)
+    sel = x[chosen]
+    c = sel.shape[1]
     k = _gaussian_kernel(sigma, x.device, x.dtype)
-    flat = sel.reshape(n * c, 1, h, w)
     pad = len(k) // 2
-    flat = F.conv2d(F.pad(flat, (pad, pad, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    flat = F.conv2d(F.pad(flat, (0, 0, pad, pad), mode="replicate"), k.view(1, 1, -1, 1))
-    x = x.clone()
-    x[chosen.to(x.device)] = flat.view(n, c, h, w)
+    sel = F.conv2d(F.pad(sel, (pad, pad, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    sel = F.conv2d(F.pad(sel, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    x[chosen] = sel
     return x
 
 
@@ -92,7 +93,8 @@ def _erase(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torch.T
 
 
 def augment_batch(x: torch.Tensor, settings: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
-    """``x``: (B, C, H, W) float in [0, 1]. Returns a new tensor, same shape, same range."""
+    """``x``: (B, C, H, W) float in [0, 1]. Returns a new tensor, same shape, same range (``x`` itself is
+    left alone: the geometric step makes the copy that the others then change in place)."""
     if not settings.enabled:
         return x
     x = _geometry(x, settings, gen)
@@ -110,4 +112,5 @@ def to_unit(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def normalise(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    return (x - mean) / std
+    """In place: callers pass the fresh float batch that ``to_unit`` or ``augment_batch`` made."""
+    return x.sub_(mean).div_(std)

@@ -202,6 +202,7 @@ class TrainConfig:
     monitor: Monitor = "accuracy"
     patience: int = 10  # epochs without improvement of --monitor before stopping; 0 = never stop early
     device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16
     compile: bool = False
     seed: int = 0
     resume: bool = False

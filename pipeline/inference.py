@@ -14,10 +14,15 @@ from pipeline.config import InputSettings
 from stacks.dataset import StackDataset
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (fast and safe without a loss scaler); full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, bf16: bool | None = None) -> contextlib.AbstractContextManager:
+    """bf16 autocast (fast, and safe without a loss scaler) or full precision.
+
+    ``bf16=None`` means the inference default: bf16 on CUDA, full precision elsewhere.
+    """
+    if bf16 is None:
+        bf16 = device.type == "cuda"
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

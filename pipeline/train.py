@@ -39,6 +39,7 @@ from pipeline.training_parts import (
     make_optimizer,
     resolve_device,
     seed_everything,
+    use_bf16,
 )
 from stacks.atomic import atomic_write, atomic_write_text
 
@@ -118,6 +119,7 @@ class Trainer:
         self.run_dir = config.run_dir
         self._check_run_dir()
         self.device = resolve_device(config.device)
+        self.bf16 = use_bf16(config.precision, self.device, config.backbone)
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         try:
@@ -256,7 +258,7 @@ class Trainer:
             labels = labels.to(self.device)
             x = augment_batch(to_unit(images, self.device), config.augment, gen)
             x = normalise(x, self.inputs.mean, self.inputs.std).contiguous(memory_format=torch.channels_last)
-            with autocast(self.device):
+            with autocast(self.device, self.bf16):
                 logits = self.forward(x).float()
             loss = F.cross_entropy(logits, labels, weight=self.loss_weights, label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
@@ -284,7 +286,8 @@ class Trainer:
         atomic_write_text(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
         self.log(f"{config.backbone}: {self.data.channels} channels, {len(self.data.classes)} classes "
                  f"({', '.join(self.data.classes)}), {len(self.train_set)} train / {len(self.val_set)} val stacks "
-                 f"at {self.inputs.image_size}px on {self.device}; {self.start_note}")
+                 f"at {self.inputs.image_size}px on {self.device} ({'bf16 autocast' if self.bf16 else 'fp32'}); "
+                 f"{self.start_note}")
         if state.epoch >= config.epochs or state.stopped_early:
             self.log(f"{self.run_dir} already finished ({state.epoch} epochs); evaluating its best.pt")
         while state.epoch < config.epochs and not state.stopped_early:

@@ -32,6 +32,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_bf16(precision: str, device: torch.device, backbone: str) -> bool:
+    """Whether training runs under bf16 autocast. ``auto``: on CUDA; on a CPU with native bf16 for the
+    backbones it speeds up (see ``Backbone.cpu_bf16``); never on MPS."""
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        if device.type == "mps":
+            raise TrainError("--precision bf16 is not supported on MPS; use fp32")
+        return True
+    if device.type == "cuda":
+        return True
+    if device.type == "cpu":
+        from models.registry import get_backbone
+
+        return get_backbone(backbone).cpu_bf16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """Every epoch reseeds from (seed, epoch): a resumed run draws exactly what a straight one would."""
     return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)

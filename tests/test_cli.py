@@ -141,3 +141,31 @@ def test_make_clips_writes_a_preparable_folder(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [
         "Happy_0001.mp4", "Happy_0002.mp4", "Happy_0901.mp4", "Happy_0902.mp4", "Happy_0903.mp4"]
+
+
+def test_ctrl_c_during_training_then_resume_finishes_the_run(tmp_path: Path) -> None:
+    from models.checkpoint import load_checkpoint
+    from pipeline.synthetic_stacks import make_stack_set
+
+    data, runs = tmp_path / "stacks", tmp_path / "runs"
+    make_stack_set(data, counts={"train": 16, "val": 4}, channels=4, size=32)
+    args = ["train", "--data", str(data), "--backbone", "mobilenetv3_small", "--image-size", "32", "--epochs", "40",
+            "--batch-size", "8", "--runs-dir", str(runs), "--name", "r", "--no-progress", "--threads", "1"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not (runs / "r" / "last.pt").is_file():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "holds epoch" in err and "--resume" in err and "Traceback" not in err
+    done = load_checkpoint(runs / "r" / "last.pt")["epoch"]
+    assert 1 <= done < 40
+    assert cli(*args).returncode == 1  # not overwritten without --resume/--overwrite
+    resumed = cli(*[a if a != "40" else str(done + 1) for a in args], "--resume")  # --epochs may change
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(runs / "r" / "last.pt")["epoch"] == done + 1
+    assert (runs / "r" / "metrics.json").is_file()
