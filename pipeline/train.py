@@ -99,7 +99,8 @@ def _start_weights(model: EmotionNet, config: TrainConfig) -> tuple[str, InputSe
 
 
 # Settings that may differ between a run and its --resume: they do not change what is computed.
-RESUME_MAY_CHANGE = {"resume", "overwrite", "progress", "device", "threads", "compile", "epochs", "patience"}
+RESUME_MAY_CHANGE = {"resume", "overwrite", "progress", "device", "threads", "compile", "epochs", "patience", "cache",
+                     "runs_dir"}
 
 
 def _history_csv(history: list[dict]) -> str:
@@ -171,10 +172,14 @@ class Trainer:
         if not self.config.resume and last.is_file() and not self.config.overwrite:
             raise TrainError(f"{self.run_dir} already holds a run: --resume to continue it, --overwrite to "
                              "start it again, or choose another --name")
+        if self.config.overwrite and self.run_dir.is_dir() and any(self.run_dir.iterdir()):
+            if not any((self.run_dir / name).is_file() for name in ("config.json", "last.pt", "best.pt")):
+                raise TrainError(f"--overwrite: {self.run_dir} holds files but is not a run folder; "
+                                 "refusing to delete it, choose another --name")
 
     def _clear_run_dir(self) -> None:
         """--overwrite: the old run goes only once the new one has passed every check."""
-        if not self.config.resume and self.run_dir.exists():
+        if self.config.overwrite and self.run_dir.exists():
             shutil.rmtree(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -192,10 +197,11 @@ class Trainer:
             raise TrainError(f"--resume: {self.run_dir} was trained as {saved.backbone} on {saved.in_chans} channels "
                              f"and classes {list(saved.classes)}; this call asks for {self.model_settings.backbone}, "
                              f"{self.model_settings.in_chans} channels, {list(self.model_settings.classes)}")
-        now = self.config.to_dict()
-        changed = sorted(k for k, v in data["train"].items() if k not in RESUME_MAY_CHANGE and now.get(k) != v)
+        now, then = self.config.to_dict(), dict(data["train"])
+        now["data"], then["data"] = (str(Path(x).resolve()) for x in (now["data"], then["data"]))
+        changed = sorted(k for k, v in then.items() if k not in RESUME_MAY_CHANGE and now.get(k) != v)
         if changed:
-            flags = ", ".join(f"--{k.replace('_', '-')} {data['train'][k]!r} -> {now.get(k)!r}" for k in changed)
+            flags = ", ".join(f"--{k.replace('_', '-')} {then[k]!r} -> {now.get(k)!r}" for k in changed)
             raise TrainError(f"--resume with different settings ({flags}): resume with the run's own settings "
                              f"(see {self.run_dir / 'config.json'}), or start a new --name")
         return data

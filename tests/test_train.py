@@ -303,3 +303,23 @@ def test_train_settings_are_checked(stacks: Path, tmp_path: Path) -> None:
         config(stacks, tmp_path, "x", batch_size=1)
     with pytest.raises(ValueError, match="--weight-decay must be between"):
         config(stacks, tmp_path, "x", weight_decay=-1.0)
+
+
+def test_precision_choice() -> None:
+    from pipeline.training_parts import use_bf16
+
+    cpu = torch.device("cpu")
+    assert not use_bf16("fp32", torch.device("cuda"), "resnet18")
+    assert use_bf16("bf16", cpu, "mobilenetv3_small")
+    assert not use_bf16("auto", cpu, "mobilenetv3_large")  # depthwise convolutions are slower in bf16 on CPU
+    assert use_bf16("auto", cpu, "resnet18") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert use_bf16("auto", torch.device("cuda"), "mobilenetv3_large")
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(stacks: Path, tmp_path: Path) -> None:
+    keep = tmp_path / "runs" / "photos"
+    keep.mkdir(parents=True)
+    (keep / "holiday.jpg").write_bytes(b"not ours")
+    with pytest.raises(TrainError, match="is not a run folder; refusing to delete it"):
+        Trainer(config(stacks, tmp_path / "runs", "photos", overwrite=True), log=quiet)
+    assert (keep / "holiday.jpg").is_file()
