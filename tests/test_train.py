@@ -323,3 +323,31 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(stacks: Path, tmp_pa
     with pytest.raises(TrainError, match="is not a run folder; refusing to delete it"):
         Trainer(config(stacks, tmp_path / "runs", "photos", overwrite=True), log=quiet)
     assert (keep / "holiday.jpg").is_file()
+
+
+def test_balance_sampler_draws_classes_evenly_and_weights_invert_frequency() -> None:
+    from pipeline.training_parts import batch_order, class_weights
+
+    labels = np.array([0] * 90 + [1] * 10)
+    drawn = np.concatenate(batch_order(labels, 10, "sampler", torch.Generator().manual_seed(0)))
+    assert len(drawn) == 100 and 0.35 < (labels[drawn] == 1).mean() < 0.65
+    shuffled = np.concatenate(batch_order(labels, 10, "none", torch.Generator().manual_seed(0)))
+    assert sorted(shuffled) == list(range(100))
+    weights = class_weights(np.bincount(labels))
+    assert weights[1] / weights[0] == pytest.approx(9.0) and (weights * torch.tensor([90, 10])).sum() == 100
+
+
+def test_schedules_and_optimizers(stacks: Path, tmp_path: Path) -> None:
+    from pipeline.training_parts import lr_factor, make_optimizer
+
+    exp = lr_factor(config(stacks, tmp_path, "x", schedule="exponential", gamma=0.985), steps_per_epoch=10)
+    assert exp(0) == exp(9) == 1.0 and exp(10) == pytest.approx(0.985) and exp(25) == pytest.approx(0.985**2)
+    cos = lr_factor(config(stacks, tmp_path, "x", schedule="cosine", warmup_epochs=1, epochs=10), steps_per_epoch=10)
+    assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0) and cos(99) < 0.02
+    assert [cos(s) for s in range(10, 100)] == sorted((cos(s) for s in range(10, 100)), reverse=True)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    for name, kind in (("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)):
+        opt = make_optimizer(model, config(stacks, tmp_path, "x", optimizer=name, weight_decay=0.01))
+        assert isinstance(opt, kind)
+        assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]  # no decay on biases and norms
+        assert len(opt.param_groups[0]["params"]) == 1  # the conv kernel only
