@@ -89,7 +89,10 @@ def init_from_checkpoint(model: EmotionNet, source: Path) -> tuple[str, dict]:
         for suffix in ("weight", "bias"):
             state[f"head.{last}.{suffix}"] = state[f"head.{last}.{suffix}"][order]
         head_note = "head kept, classes reordered"
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # same names, other shapes
+        raise CheckpointError(f"--init {source} does not fit this {ours.backbone} model: {str(exc)[:200]}") from exc
     if unexpected or any(not k.startswith("head.") for k in missing):
         raise CheckpointError(f"--init {source} does not fit this {ours.backbone} model "
                               f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
