@@ -211,9 +211,11 @@ class Trainer:
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
         loop = data["loop"]
+        # --patience may change on resume: an early stop is judged again with the new value.
+        patience = self.config.patience
+        stopped = loop["stopped_early"] and patience > 0 and loop["bad_epochs"] >= patience
         self.state = LoopState(epoch=loop["epoch"], best=loop["best"], best_epoch=loop["best_epoch"],
-                               bad_epochs=loop["bad_epochs"], stopped_early=loop["stopped_early"],
-                               history=list(loop["history"]))
+                               bad_epochs=loop["bad_epochs"], stopped_early=stopped, history=list(loop["history"]))
 
     def _tensorboard(self):
         try:

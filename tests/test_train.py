@@ -351,3 +351,12 @@ def test_schedules_and_optimizers(stacks: Path, tmp_path: Path) -> None:
         assert isinstance(opt, kind)
         assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]  # no decay on biases and norms
         assert len(opt.param_groups[0]["params"]) == 1  # the conv kernel only
+
+
+def test_early_stop_and_resume_with_more_patience(stacks: Path, tmp_path: Path) -> None:
+    # A learning rate too small to change a prediction: accuracy ties, and a tie is no improvement.
+    still = dict(lr=1e-12, epochs=4, patience=1, monitor="accuracy")
+    stopped = run_train(config(stacks, tmp_path, "s", **still), log=quiet)
+    assert stopped.state.stopped_early and stopped.state.epoch == 2
+    again = run_train(config(stacks, tmp_path, "s", **{**still, "patience": 0}, resume=True), log=quiet)
+    assert again.state.epoch == 4 and not again.state.stopped_early
