@@ -6,6 +6,9 @@
     python cli.py evaluate runs/<name> --split test        metrics and confusion matrix on any split
     python cli.py models                                   the backbones, with parameter counts
     python cli.py make-clips --out data/demo/clips         labelled face clips made from a photo
+    python cli.py predict clip.mp4                         the emotion of a clip (default: shipped model)
+    python cli.py live --camera 0                          rolling prediction from a camera
+    python cli.py export runs/<name> --onnx model.onnx     ONNX (or compact int8) copy of a model
 
 Run `python cli.py COMMAND --help` for the options of a stage.
 """
@@ -32,6 +35,8 @@ from pipeline.config import (  # noqa: E402
     TrainConfig,
     default_out_dir,
 )
+from pipeline.console import fail as _fail  # noqa: E402
+from pipeline.predict_commands import add_export, add_live, add_predict  # noqa: E402
 
 _STACK_DEFAULTS = {f.name: f.default for f in fields(StackSettings)}
 _SPLIT_DEFAULTS = {f.name: f.default for f in fields(SplitSettings)}
@@ -39,9 +44,6 @@ _TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if not callabl
 _AUG_DEFAULTS = {f.name: f.default for f in fields(AugmentSettings)}
 
 
-def _fail(message: str, code: int = 1) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
 
 
 def add_prepare(sub: argparse._SubParsersAction) -> None:
@@ -348,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate(sub)
     add_models(sub)
     add_make_clips(sub)
+    add_predict(sub)
+    add_live(sub)
+    add_export(sub)
     return parser
 
 

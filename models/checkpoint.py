@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from models.compact import expand_state, is_compact
 from models.first_conv import adapt_kernel, first_conv_name
 from models.network import EmotionNet, ModelSettings
 from models.weights import WeightsError, resolve_checkpoint
@@ -44,14 +45,24 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{path} is not a readable checkpoint: not a torch file, or a damaged or truncated "
+                              f"one ({type(exc).__name__}: {first})") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a clip-emotion checkpoint; for plain weights use --weights")
     if data.get("version", 0) > VERSION:
         raise CheckpointError(f"{path} was written by a newer version of this project (checkpoint format "
                               f"{data['version']} > {VERSION}): update the code")
     data["path"] = str(path)
+    if is_compact(data.get("state_dict", {})):
+        data["state_dict"] = expand_state(data["state_dict"])
     return data
+
+
+def model_kind(data: dict[str, Any]) -> str:
+    """``frame``: one grey face in, its probabilities pooled over a clip's sampled frames; ``stack``: one
+    N-channel stack per sequence. Checkpoints from before the field existed: 1 channel means frame."""
+    return str(data.get("kind") or ("frame" if int(data["model"]["in_chans"]) == 1 else "stack"))
 
 
 def model_from_checkpoint(data: dict[str, Any]) -> EmotionNet:
@@ -103,4 +114,4 @@ def init_from_checkpoint(model: EmotionNet, source: Path) -> tuple[str, dict]:
 
 
 __all__ = ["CheckpointError", "WeightsError", "init_from_checkpoint", "load_checkpoint", "model_from_checkpoint",
-           "save_checkpoint"]
+           "model_kind", "save_checkpoint"]

@@ -194,6 +194,17 @@ def thread_finder(detector: Detector) -> FaceFinder:
     return cache[detector]
 
 
+def quiet_thread_finder(detector: Detector) -> FaceFinder:
+    """``thread_finder``, with MediaPipe's start-up lines kept off the terminal the first time."""
+    cache = getattr(_local, "finders", None)
+    if cache is not None and detector in cache:
+        return cache[detector]
+    with native_stderr_silenced():
+        finder = thread_finder(detector)
+        finder.find(np.zeros((64, 64, 3), np.uint8))  # the delegate logs on the first frame
+    return finder
+
+
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null: MediaPipe's C++ start-up chatter bypasses Python."""

@@ -58,3 +58,29 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
+
+
+def plot_timeline(times: list[float], probs: np.ndarray, classes: list[str], path: Path, title: str,
+                  duration: float = 0.0) -> None:
+    """Probability of every class over the clip (one point per window, at its centre): the chart a journal
+    app would show beside the entry. A single window is drawn as bars instead."""
+    probs = np.asarray(probs)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    colours = plt.get_cmap("tab10")
+    if len(times) == 1:
+        ax.bar(classes, probs[0], color=[colours(i) for i in range(len(classes))])
+        ax.set_ylabel("probability")
+    else:
+        for i, name in enumerate(classes):
+            ax.plot(times, probs[:, i], marker="o", color=colours(i), label=name)
+        ax.set_xlabel("time (s, window centre)")
+        if duration > 0:
+            ax.set_xlim(0, duration)
+        ax.set_ylabel("probability")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)

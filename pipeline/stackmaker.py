@@ -74,7 +74,14 @@ def stack_frames(
 
     Returns None when no frame has a face and ``on_no_face`` is ``skip``.
     """
-    detections = [find_faces(finder, bgr) for _, bgr in frames]
+    return stack_detected(frames, [find_faces(finder, bgr) for _, bgr in frames], settings, channels)
+
+
+def stack_detected(
+    frames: list[tuple[int, np.ndarray]], detections: list[list[Box]], settings: StackSettings, channels: int
+) -> tuple[np.ndarray, list[int], list[list[int]], list[bool]] | None:
+    """``stack_frames`` once the faces are known: `predict` detects each frame once and stacks it in
+    every overlapping window, through this same code."""
     chosen, found = choose_face(detections)
     greys = [_to_grey(bgr) for _, bgr in frames]
     h, w = greys[0].shape[:2]

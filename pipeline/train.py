@@ -228,6 +228,7 @@ class Trainer:
     def _payload(self, full: bool) -> dict:
         payload = {
             "model": self.model_settings.to_dict(),
+            "kind": "frame" if self.model_settings.in_chans == 1 else "stack",
             "input": self.inputs.to_dict(),
             "stack": self.data.stack.to_dict(),
             "train": self.config.to_dict(),

@@ -30,7 +30,7 @@ class DatasetError(ValueError):
     """Stacks that cannot be trained on together; the message says which and why."""
 
 
-def _resize(array: np.ndarray, size: int) -> np.ndarray:
+def resize_stack(array: np.ndarray, size: int) -> np.ndarray:
     """(C, H, W) -> (C, size, size); INTER_AREA down (as prepare crops), linear up; channel by channel
     (OpenCV's area resize takes at most 4 channels at once)."""
     c, h, w = array.shape
@@ -117,7 +117,7 @@ class StackDataset(Dataset):
                     f"stacks of different sizes: {row.path} is {array.shape[1]}x{array.shape[2]}, others "
                     f"{first_shape[0][0]}x{first_shape[0][1]}; prepare all with the same --size"
                 )
-            self.images[i] = _resize(np.asarray(array), self.size)
+            self.images[i] = resize_stack(np.asarray(array), self.size)
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(tqdm(pool.map(load, range(len(self.rows))), total=len(self.rows), desc=desc, unit="stack",

@@ -1,0 +1,71 @@
+"""`cli.py export`: a run's best checkpoint as an ONNX model (with its preprocessing settings inside)
+or as a compact int8 checkpoint (how the default model ships)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from models.compact import compact_state
+from models.weights import WeightsError
+from pipeline.config import InputSettings
+from pipeline.serving import ONNX_METADATA_KEY, ProbabilityModel, serving_metadata
+from stacks.atomic import atomic_write
+
+OPSET = 17
+
+
+class ExportError(Exception):
+    """The run cannot be exported; the message says why."""
+
+
+def _load(run: Path) -> dict:
+    try:
+        return load_checkpoint(run)
+    except (CheckpointError, WeightsError) as exc:
+        raise ExportError(str(exc)) from exc
+
+
+def export_onnx(run: Path, out: Path) -> dict:
+    """Write the uint8-stacks -> probabilities graph; returns the settings stored beside it."""
+    import onnx
+
+    data = _load(run)
+    meta = serving_metadata(data)
+    inputs = InputSettings(**data["input"])
+    model = ProbabilityModel(model_from_checkpoint(data), inputs).eval()
+    channels, size = int(data["model"]["in_chans"]), inputs.image_size
+    example = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, channels, size, size), dtype=np.uint8))
+
+    def write(tmp: Path) -> None:
+        # The TorchScript exporter (deprecated, still shipped): the torch.export one needs onnxscript, whose
+        # onnx needs protobuf>=6, which mediapipe 0.10.21 cannot live with.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (example,), str(tmp), input_names=["stacks"], output_names=["probabilities"],
+                              dynamic_axes={"stacks": {0: "batch"}, "probabilities": {0: "batch"}},
+                              opset_version=OPSET, dynamo=False)
+        graph = onnx.load(str(tmp))
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(meta)
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(tmp))
+
+    atomic_write(Path(out), write)
+    return meta
+
+
+def export_compact(run: Path, out: Path) -> dict:
+    """Everything a served model needs, weights as int8 (``models.compact``), no optimizer state."""
+    data = _load(run)
+    keep = ("model", "kind", "input", "stack", "epoch", "metrics", "train")
+    payload = {k: data[k] for k in keep if k in data}
+    payload["kind"] = serving_metadata(data)["kind"]
+    payload["state_dict"] = compact_state(data["state_dict"])
+    save_checkpoint(Path(out), payload)
+    return payload

@@ -1,0 +1,87 @@
+"""`cli.py live`: a rolling prediction over the last sequence of a camera (or of a file read like one).
+
+Frames are read as they come; every k-th one (the model's interval) is searched for a face and joins
+the rolling window, and every ``--every`` frames the last full window is classified through the same
+``stack_window`` / ``classify_stacks`` as `predict`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.annotate import draw_label
+from pipeline.faces import quiet_thread_finder
+from pipeline.predict import PredictError, classify_stacks, stack_window
+from pipeline.serving import ServingModel
+from pipeline.stackmaker import find_faces
+from pipeline.video import VideoError, VideoReader
+from pipeline.windows import RollingWindows, SampledFrame, WindowPlan
+
+
+def _camera_frames(camera: int) -> Iterator[tuple[np.ndarray, float]]:
+    cap = cv2.VideoCapture(camera)
+    if not cap.isOpened():
+        raise PredictError(f"camera {camera} cannot be opened (no camera, or in use); try --source FILE")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    fps = fps if 1.0 <= fps <= 240.0 else 30.0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                return
+            yield frame, fps
+    finally:
+        cap.release()
+
+
+def _file_frames(path: Path) -> Iterator[tuple[np.ndarray, float]]:
+    try:
+        reader = VideoReader(path)
+    except VideoError as exc:
+        raise PredictError(f"{path}: {exc}") from exc
+    with reader:
+        for _, frame in reader.frames(lambda i: True):
+            yield frame, reader.fps
+
+
+def run_live(model: ServingModel, camera: int = 0, source: Path | None = None, every: int | None = None,
+             show: bool = True, emit: Callable[[str], None] = print) -> int:
+    """Returns the number of predictions made. ``show``: an OpenCV window (q or Esc quits)."""
+    plan = WindowPlan.for_stack(model.stack, every or model.stack.interval * 3)
+    rolling = RollingWindows(plan)
+    finder = quiet_thread_finder(model.stack.detector)
+    frames = _file_frames(source) if source is not None else _camera_frames(camera)
+    made, box, text = 0, None, "waiting for a full window"
+    started = time.perf_counter()
+    for index, (bgr, fps) in enumerate(frames):
+        if index % plan.interval == 0:
+            sampled = SampledFrame(index, bgr, find_faces(finder, bgr))
+            window = rolling.push(sampled)
+            if window is not None:
+                stacked = stack_window(window, model)
+                if stacked is None:
+                    text, box = "no face", None
+                    emit(f"t={index / fps:7.2f}s  no face in the last {plan.sequence_length / fps:.1f} s")
+                else:
+                    probs = classify_stacks(model, [stacked])[0]
+                    label = model.classes[int(probs.argmax())]
+                    text, box = f"{label} {probs.max():.0%}", stacked.boxes[len(window.frames) - 1]
+                    scores = " ".join(f"{c}={p:.2f}" for c, p in zip(model.classes, probs))
+                    emit(f"t={index / fps:7.2f}s  {label:<9} {probs.max():.2f}  {scores}")
+                made += 1
+        if show:
+            draw_label(bgr, box, text)
+            cv2.imshow("clip-emotion live (q quits)", bgr)
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                break
+    if show:
+        cv2.destroyAllWindows()
+    if made == 0:
+        emit(f"no prediction: the stream ended before one full window "
+             f"({plan.sequence_length} frames) after {time.perf_counter() - started:.1f} s")
+    return made

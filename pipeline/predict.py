@@ -1,0 +1,211 @@
+"""Classify one clip or image with a served model, through the same stack code as `prepare`.
+
+A clip is read once (every k-th frame, k = the model's interval), cut into overlapping windows of the
+model's sequence length, and each window becomes exactly the stack `prepare` would have made of it
+(``stackmaker.stack_detected``: same face choice, crop, margin, size, padding), resized as training
+resized it. A stack model classifies each window's stack; a frame model classifies each sampled face
+and averages its probabilities over the window. The clip's answer is the mean over windows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.config import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from pipeline.faces import quiet_thread_finder
+from pipeline.serving import ServingModel
+from pipeline.stackmaker import find_faces, stack_detected
+from pipeline.video import VideoError, VideoReader
+from pipeline.windows import SampledFrame, Window, WindowPlan, detect_frames, windows
+from stacks.dataset import resize_stack
+
+MIN_SECONDS = 1.0
+
+
+class PredictError(Exception):
+    """A clip that cannot be classified; the message is one line the user can act on."""
+
+
+@dataclass
+class WindowResult:
+    start: int  # first clip frame of the window
+    end: int  # one past its last clip frame
+    probs: np.ndarray
+    face_ratio: float
+
+
+@dataclass
+class Prediction:
+    """The answer for one clip or image, with the per-window timeline and the face box of every sampled frame."""
+
+    source: str
+    kind: str  # "video" or "image"
+    classes: tuple[str, ...]
+    probs: np.ndarray
+    face_ratio: float  # share of sampled frames where the face was detected
+    fps: float = 0.0
+    frames: int = 1
+    windows: list[WindowResult] = field(default_factory=list)
+    boxes: dict[int, list[int]] = field(default_factory=dict)  # sampled frame -> face box [x0, y0, x1, y1]
+
+    @property
+    def label(self) -> str:
+        return self.classes[int(np.argmax(self.probs))]
+
+    @property
+    def confidence(self) -> float:
+        return float(np.max(self.probs))
+
+    def seconds(self, frame: int) -> float:
+        return frame / self.fps if self.fps else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source, "label": self.label, "confidence": round(self.confidence, 6),
+            "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, self.probs)},
+            "face_ratio": round(self.face_ratio, 4), "kind": self.kind, "frames": self.frames,
+            "seconds": round(self.seconds(self.frames), 3), "windows": [
+                {"start_s": round(self.seconds(w.start), 3), "end_s": round(self.seconds(w.end), 3),
+                 "label": self.classes[int(np.argmax(w.probs))],
+                 "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, w.probs)},
+                 "face_ratio": round(w.face_ratio, 4)} for w in self.windows],
+        }
+
+
+@dataclass
+class StackedWindow:
+    window: Window
+    array: np.ndarray  # (samples, S, S) uint8, already at the network's size
+    boxes: list[list[int]]
+    found: list[bool]
+
+
+def stack_window(window: Window, model: ServingModel) -> StackedWindow | None:
+    """The window's stack, or None when no sampled frame in it shows a face."""
+    # A served window without a face gets no answer, whatever --on-no-face the training data used.
+    settings = dataclasses.replace(model.stack, on_no_face="skip")
+    channels = model.channels if model.kind == "stack" else len(window.frames)
+    made = stack_detected([(f.index, f.bgr) for f in window.frames], [f.faces for f in window.frames],
+                          settings, channels)
+    if made is None:
+        return None
+    array, _, boxes, found = made
+    return StackedWindow(window, resize_stack(array, model.inputs.image_size), boxes, found)
+
+
+def classify_stacks(model: ServingModel, stacked: list[StackedWindow]) -> list[np.ndarray]:
+    """One probability vector per window, from a single call to the model (a batch of all windows)."""
+    if model.kind == "stack":
+        return list(model.run(np.stack([s.array for s in stacked])))
+    faces = np.concatenate([s.array for s in stacked])[:, None]
+    probs = model.run(faces)
+    out, start = [], 0
+    for s in stacked:
+        n = len(s.array)
+        out.append(probs[start:start + n].mean(axis=0))
+        start += n
+    return out
+
+
+@dataclass
+class ClipWindows:
+    """A clip's stacked windows and what is needed to judge and time them."""
+
+    stacked: list[StackedWindow]
+    frames: int  # frames decoded
+    fps: float
+    sampled: int  # sampled frames searched for a face
+
+
+def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> ClipWindows:
+    """Decode once, find faces in the sampled frames, and stack every window that shows a face."""
+    plan = WindowPlan.for_stack(model.stack, stride)
+    finder = quiet_thread_finder(model.stack.detector)
+    try:
+        reader = VideoReader(path)
+    except VideoError as exc:
+        raise PredictError(f"{path}: {exc}") from exc
+    out = ClipWindows([], 0, reader.fps, 0)
+    with reader:
+        def frames():
+            for index, bgr in reader.frames(lambda i: i % plan.interval == 0):
+                if bgr is not None:
+                    out.sampled += 1
+                    yield index, bgr
+
+        try:
+            for window in windows(detect_frames(frames(), finder), plan):
+                made = stack_window(window, model)
+                if made is not None:
+                    out.stacked.append(made)
+        except cv2.error as exc:
+            raise PredictError(f"{path}: decoding failed ({str(exc).strip()[:120]})") from exc
+        out.frames = reader.frames_decoded
+    return out
+
+
+def _video(path: Path, model: ServingModel, stride: int | None, min_seconds: float) -> Prediction:
+    clip = clip_windows(path, model, stride)
+    if clip.frames == 0:
+        raise PredictError(f"{path}: not a video, or a corrupt one (no frame could be decoded)")
+    if clip.frames < min_seconds * clip.fps:
+        raise PredictError(f"{path}: the clip is {clip.frames / clip.fps:.2f} s long; at least {min_seconds:g} s "
+                           f"({int(np.ceil(min_seconds * clip.fps))} frames) is needed")
+    if not clip.stacked:
+        raise PredictError(f"{path}: no face found in any of the {clip.sampled} sampled frames")
+    return _assemble(path, "video", model, clip.stacked, clip.fps, clip.frames)
+
+
+def _image(path: Path, model: ServingModel) -> Prediction:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise PredictError(f"{path}: not an image OpenCV can read (corrupt or unknown format)")
+    frame = SampledFrame(0, bgr, find_faces(quiet_thread_finder(model.stack.detector), bgr))
+    made = stack_window(Window([frame]), model)
+    if made is None:
+        raise PredictError(f"{path}: no face found in the image")
+    return _assemble(path, "image", model, [made], 0.0, 1)
+
+
+def _assemble(path: Path, kind: str, model: ServingModel, stacked: list[StackedWindow], fps: float,
+              n_frames: int) -> Prediction:
+    probs = classify_stacks(model, stacked)
+    results, boxes, found = [], {}, {}
+    length = model.stack.sequence_length
+    for s, p in zip(stacked, probs):
+        real = len(s.window.frames)
+        indices = [f.index for f in s.window.frames]
+        results.append(WindowResult(s.window.start, min(s.window.start + length, n_frames), p,
+                                    sum(s.found[:real]) / real))
+        for index, box, hit in zip(indices, s.boxes, s.found):
+            boxes[index] = box
+            found[index] = found.get(index, False) or hit
+    return Prediction(str(path), kind, model.classes, np.mean(probs, axis=0), sum(found.values()) / len(found),
+                      fps, n_frames, results, boxes)
+
+
+def predict_file(path: Path, model: ServingModel, stride: int | None = None,
+                 min_seconds: float = MIN_SECONDS) -> Prediction:
+    """Classify a clip or a still image (by extension)."""
+    path = Path(path)
+    if not path.exists():
+        raise PredictError(f"{path}: no such file")
+    if path.is_dir():
+        raise PredictError(f"{path} is a folder: use predict_folder")
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return _image(path, model)
+    if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise PredictError(f"{path}: not a video or image file (expected one of "
+                           f"{' '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})")
+    return _video(path, model, stride, min_seconds)
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The clips and images in a folder and its subfolders, sorted."""
+    wanted = set(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in wanted)

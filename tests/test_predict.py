@@ -1,0 +1,236 @@
+"""`predict`, `live` and `export` with tiny real models trained here on real prepared clips."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import cli
+from models.checkpoint import load_checkpoint, model_from_checkpoint
+from pipeline.config import AugmentSettings, InputSettings, PrepareConfig, StackSettings, TrainConfig
+from pipeline.export import export_compact, export_onnx
+from pipeline.inference import predict_logits
+from pipeline.predict import PredictError, clip_windows, predict_file
+from pipeline.prepare import run_prepare
+from pipeline.serving import load_serving_model
+from pipeline.synthetic_stacks import make_stack_set
+from pipeline.train import run_train
+from pipeline.windows import SampledFrame, WindowPlan, windows
+from stacks.dataset import StackDataset, resize_stack
+from stacks.io import read_stack
+from stacks.manifest import read_manifest
+from tests.conftest import REPO, SMALL, make_corrupt_file, make_face_clip, make_faceless_clip
+
+
+def _train(data: Path, runs: Path, name: str) -> Path:
+    config = TrainConfig(data=data, name=name, runs_dir=runs, backbone="resnet18", input=InputSettings(image_size=32),
+                         epochs=1, batch_size=4, lr=1e-3, schedule="constant", augment=AugmentSettings(enabled=False),
+                         threads=1, progress=False)
+    run_train(config, log=lambda _: None)
+    return runs / name
+
+
+@pytest.fixture(scope="module")
+def prepared(dataset: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stacks of the shared clip folder at 64 px, so that serving must also resize them to the model's 32."""
+    out = tmp_path_factory.mktemp("stacks64")
+    run_prepare(PrepareConfig(source=dataset["root"], out=out, stack=StackSettings(size=64), workers=2,
+                              progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train(prepared, tmp_path_factory.mktemp("runs"), "stack")
+
+
+@pytest.fixture(scope="module")
+def frame_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-channel model, as trained on face images (FER2013)."""
+    data = tmp_path_factory.mktemp("faces")
+    make_stack_set(data, classes=("anger", "happy", "sad"), counts={"train": 8, "val": 3}, channels=1, size=32,
+                   settings=StackSettings(size=48, on_no_face="center"))
+    return _train(data, tmp_path_factory.mktemp("runs"), "frame")
+
+
+@pytest.fixture(scope="module")
+def clips(head: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("journal")
+    paths = {"long": root / "long.mp4", "short": root / "short.mp4", "tiny": root / "tiny.mp4",
+             "faceless": root / "faceless.mp4", "corrupt": root / "corrupt.mp4", "image": root / "face.png",
+             "text": root / "notes.txt"}
+    make_face_clip(head, paths["long"], seconds=8.0, size=SMALL, seed=3)
+    make_face_clip(head, paths["short"], seconds=1.5, size=SMALL, seed=4)
+    make_face_clip(head, paths["tiny"], seconds=0.5, size=SMALL, seed=5)
+    make_faceless_clip(paths["faceless"], seconds=2.0, size=SMALL)
+    make_corrupt_file(paths["corrupt"])
+    cv2.imwrite(str(paths["image"]), cv2.cvtColor(head, cv2.COLOR_RGB2BGR))
+    paths["text"].write_text("not a clip\n")
+    return paths
+
+
+@pytest.fixture
+def run_cli(capfd: pytest.CaptureFixture):
+    """``cli.main`` in this process (no interpreter start-up per call); signal handlers restored after."""
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli.main([str(a) for a in argv])
+        out, err = capfd.readouterr()
+        return code, out, err
+
+    yield run
+    signal.signal(signal.SIGINT, saved[0])
+    signal.signal(signal.SIGTERM, saved[1])
+
+
+def _grid(n: int, interval: int = 5) -> list[SampledFrame]:
+    return [SampledFrame(i * interval, np.zeros((1, 1, 3), np.uint8), []) for i in range(n)]
+
+
+def test_windows_cover_the_clip_once_decoded() -> None:
+    plan = WindowPlan(sequence_length=90, interval=5, stride=45)
+    assert (plan.samples, plan.step) == (18, 9)
+    starts = [w.start for w in windows(_grid(24), plan)]  # a 4 s clip: 120 frames, 24 sampled
+    assert starts == [0, 30]  # the second window ends at the last frame
+    assert [w.start for w in windows(_grid(36), plan)] == [0, 45, 90]  # 6 s: regular windows reach the end
+    short = list(windows(_grid(7), plan))  # 35 frames: one short window, padded when stacked
+    assert len(short) == 1 and len(short[0].frames) == 7
+    assert WindowPlan(90, 5, 47).step == 9  # a stride is rounded to whole samples
+    with pytest.raises(ValueError, match="stride"):
+        WindowPlan(90, 5, 0)
+
+
+def test_served_stack_is_the_prepared_stack_and_scores_as_in_evaluation(stack_run: Path, prepared: Path,
+                                                                        dataset: dict) -> None:
+    model = load_serving_model(stack_run)
+    assert model.kind == "stack" and model.channels == 18 and model.stack.size == 64
+    clip = clip_windows(dataset["root"] / "Happy_0001.mp4", model)
+    assert [s.window.start for s in clip.stacked] == [0, 10]  # 96 frames: samples 0-85 and 10-95
+    rows = [r for r in read_manifest(prepared) if r.stack == "train/happy/0001_000.tiff"]
+    prepared_stack = read_stack(rows[0].path).array
+    np.testing.assert_array_equal(clip.stacked[0].array, resize_stack(prepared_stack, 32))
+    # The probabilities `predict` gives equal those of the evaluation path on the prepared stack.
+    data = load_checkpoint(stack_run)
+    logits, _ = predict_logits(model_from_checkpoint(data), StackDataset(rows, data["model"]["classes"], 32),
+                               InputSettings(**data["input"]), torch.device("cpu"))
+    expected = torch.softmax(torch.from_numpy(logits), dim=1).numpy()[0]
+    np.testing.assert_allclose(model.run(clip.stacked[0].array[None])[0], expected, atol=1e-5)
+
+
+def test_long_clip_is_classified_window_by_window(frame_run: Path, clips: dict, tmp_path: Path, run_cli) -> None:
+    timeline, plot, video = tmp_path / "t.csv", tmp_path / "t.png", tmp_path / "a.mp4"
+    code, out, err = run_cli("predict", clips["long"], "--model", frame_run, "--json", "--timeline", timeline,
+                             "--plot", plot, "--annotate", video)
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result["probabilities"]) == {"anger", "happy", "sad"}
+    assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
+    assert result["face_ratio"] == 1.0 and result["frames"] == 240
+    starts = [w["start_s"] for w in result["windows"]]
+    assert starts == [0.0, 1.5, 3.0, 4.5, 5.0]  # every half sequence, and one ending at 8 s
+    mean = np.mean([list(w["probabilities"].values()) for w in result["windows"]], axis=0)
+    np.testing.assert_allclose(list(result["probabilities"].values()), mean, atol=1e-5)
+    rows = list(csv.DictReader(open(timeline)))
+    assert [float(r["start_s"]) for r in rows] == starts and rows[-1]["end_s"] == "8.000"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cap = cv2.VideoCapture(str(video))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 240 and cap.get(cv2.CAP_PROP_FRAME_WIDTH) == SMALL[0]
+
+
+def test_short_clip_is_padded_and_too_short_is_refused(stack_run: Path, clips: dict) -> None:
+    model = load_serving_model(stack_run)
+    pred = predict_file(clips["short"], model)  # 45 frames: 9 samples padded to 18 channels
+    assert len(pred.windows) == 1 and pred.frames == 45 and pred.face_ratio == 1.0
+    with pytest.raises(PredictError, match=r"0.50 s long; at least 1 s"):
+        predict_file(clips["tiny"], model)
+    assert len(predict_file(clips["tiny"], model, min_seconds=0.5).windows) == 1
+
+
+def test_still_image_with_either_kind_of_model(stack_run: Path, frame_run: Path, clips: dict) -> None:
+    for run in (stack_run, frame_run):
+        pred = predict_file(clips["image"], load_serving_model(run))
+        assert pred.kind == "image" and pred.face_ratio == 1.0 and abs(pred.probs.sum() - 1) < 1e-4
+
+
+def test_bad_input_is_one_line_and_a_non_zero_exit(frame_run: Path, clips: dict, tmp_path: Path, run_cli) -> None:
+    not_ours = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(2)}, not_ours)
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(Path(frame_run / "best.pt").read_bytes()[:5000])
+    fake_onnx = tmp_path / "x.onnx"
+    fake_onnx.write_text("not a model\n")
+    cases = {
+        "no such file": ("predict", tmp_path / "missing.mp4", "--model", frame_run),
+        "not a video or image": ("predict", clips["text"], "--model", frame_run),
+        "cannot open it": ("predict", clips["corrupt"], "--model", frame_run),
+        "no face found in any of the": ("predict", clips["faceless"], "--model", frame_run),
+        "not a clip-emotion checkpoint": ("predict", clips["image"], "--model", not_ours),
+        "damaged or truncated": ("predict", clips["image"], "--model", damaged),
+        "not a readable ONNX model": ("predict", clips["image"], "--model", fake_onnx),
+        "does not exist": ("predict", clips["image"], "--model", tmp_path / "nothing"),
+    }
+    for expected, argv in cases.items():
+        code, out, err = run_cli(*argv)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and expected in err, (argv, err)
+
+
+def test_a_folder_gives_one_row_per_file(frame_run: Path, clips: dict, tmp_path: Path, run_cli) -> None:
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for key in ("short", "corrupt", "image"):
+        (folder / clips[key].name).write_bytes(clips[key].read_bytes())
+    code, out, err = run_cli("predict", folder, "--model", frame_run)
+    assert code == 0, err
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(open(folder / "predictions.csv"))}
+    assert set(rows) == {"short.mp4", "corrupt.mp4", "face.png"}
+    assert rows["corrupt.mp4"]["error"] and not rows["corrupt.mp4"]["label"]
+    assert rows["short.mp4"]["label"] in ("anger", "happy", "sad") and not rows["short.mp4"]["error"]
+    assert "2 of 3 files classified" in out
+
+
+@pytest.mark.parametrize("which", ["stack", "frame"])
+def test_onnx_export_gives_the_torch_probabilities(which: str, stack_run: Path, frame_run: Path, clips: dict,
+                                                   tmp_path: Path) -> None:
+    run = stack_run if which == "stack" else frame_run
+    onnx_path = tmp_path / "model.onnx"
+    export_onnx(run, onnx_path)
+    torch_pred = predict_file(clips["long"], load_serving_model(run))
+    onnx_model = load_serving_model(onnx_path)
+    assert onnx_model.backend == "onnx" and onnx_model.kind == which
+    onnx_pred = predict_file(clips["long"], onnx_model)
+    assert np.abs(torch_pred.probs - onnx_pred.probs).max() < 1e-4
+    for a, b in zip(torch_pred.windows, onnx_pred.windows):
+        assert np.abs(a.probs - b.probs).max() < 1e-4
+
+
+def test_compact_checkpoint_is_smaller_and_predicts_almost_the_same(stack_run: Path, dataset: dict,
+                                                                      tmp_path: Path) -> None:
+    compact = tmp_path / "compact.pt"
+    export_compact(stack_run, compact)
+    assert compact.stat().st_size < 0.3 * (stack_run / "best.pt").stat().st_size
+    clip = dataset["root"] / "Sad_0004.mp4"
+    full, small = predict_file(clip, load_serving_model(stack_run)), predict_file(clip, load_serving_model(compact))
+    assert np.abs(full.probs - small.probs).max() < 0.02
+    assert load_checkpoint(compact)["kind"] == "stack"
+
+
+def test_live_from_a_file_prints_rolling_predictions(frame_run: Path, clips: dict) -> None:
+    done = subprocess.run([sys.executable, "cli.py", "live", "--source", str(clips["long"]), "--no-window",
+                           "--every", "30", "--model", str(frame_run)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("t=")]
+    # The first full window ends at frame 85 (2.83 s); then one every 30 frames up to frame 235.
+    assert len(lines) == 6 and lines[0].startswith("t=   2.83s")
+    assert all(any(c in line for c in ("anger", "happy", "sad")) for line in lines)
