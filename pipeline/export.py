@@ -65,7 +65,8 @@ def export_compact(run: Path, out: Path) -> dict:
     data = _load(run)
     keep = ("model", "kind", "input", "stack", "epoch", "metrics", "train")
     payload = {k: data[k] for k in keep if k in data}
-    payload["kind"] = serving_metadata(data)["kind"]
+    meta = serving_metadata(data)
+    payload["kind"], payload["framing"] = meta["kind"], meta["framing"]
     payload["state_dict"] = compact_state(data["state_dict"])
     save_checkpoint(Path(out), payload)
     return payload

@@ -94,8 +94,7 @@ def stack_window(window: Window, model: ServingModel) -> StackedWindow | None:
                           settings, channels)
     if made is None:
         return None
-    array, _, boxes, found = made
-    return StackedWindow(window, resize_stack(array, model.inputs.image_size), boxes, found)
+    return StackedWindow(window, resize_stack(made.array, model.inputs.image_size), made.boxes, made.found)
 
 
 def classify_stacks(model: ServingModel, stacked: list[StackedWindow]) -> list[np.ndarray]:

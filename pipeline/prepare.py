@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from pipeline.config import PrepareConfig, StackSettings
 from pipeline.faces import thread_finder, warm_up
+from pipeline.framing import median_margin
 from pipeline.journal import Journal, SourceRecord
 from pipeline.sources import Rejected, Source, discover
 from pipeline.splits import SplitFileError, assign_splits
@@ -76,7 +77,7 @@ def process_source(src: Source, split: str, stem: str, settings: StackSettings, 
             "source": src.rel, "video_id": src.video_id, "label": src.label, "split": split,
             "kind": src.kind, "chunk": stack.chunk, "frame_indices": stack.frame_indices,
             "frames": stack.frames, "padded": stack.padded, "fps": made.fps,
-            "frame_size": list(made.frame_size), "boxes": stack.boxes, "found": stack.found,
+            "frame_size": list(made.frame_size), "boxes": stack.boxes, "found": stack.found, "margins": stack.margins,
             "face_ratio": stack.face_ratio, "settings": settings.to_dict(),
             "fingerprint": record.fingerprint,
         }
@@ -84,7 +85,8 @@ def process_source(src: Source, split: str, stem: str, settings: StackSettings, 
         record.rows.append(ManifestRow(
             stack=rel_path, label=src.label, split=split, source=src.rel, video_id=src.video_id,
             chunk=stack.chunk, channels=stack.array.shape[0], frames=stack.frames,
-            face_ratio=round(stack.face_ratio, 4), fingerprint=record.fingerprint, root=str(out),
+            face_ratio=round(stack.face_ratio, 4), fingerprint=record.fingerprint, margin=median_margin(stack.margins),
+            root=str(out),
         ))
     return record
 

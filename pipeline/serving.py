@@ -7,6 +7,7 @@ graph exported to ONNX, so neither backend re-types it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch import nn
 from models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, model_kind
 from models.weights import WeightsError
 from pipeline.config import InputSettings, StackSettings
+from pipeline.framing import checkpoint_framing, serving_margin
 from pipeline.inference import autocast, prepare_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,12 +68,14 @@ class ServingModel:
 def serving_metadata(data: dict[str, Any]) -> dict[str, Any]:
     """The settings a served model needs, as stored in a checkpoint (and copied into ONNX exports)."""
     return {"kind": model_kind(data), "model": data["model"], "input": data["input"], "stack": data["stack"],
-            "epoch": data.get("epoch"), "metrics": data.get("metrics", {})}
+            "framing": checkpoint_framing(data), "epoch": data.get("epoch"), "metrics": data.get("metrics", {})}
 
 
 def _settings(meta: dict[str, Any]) -> tuple[tuple[str, ...], int, StackSettings, InputSettings]:
-    return (tuple(meta["model"]["classes"]), int(meta["model"]["in_chans"]),
-            StackSettings.from_dict(meta["stack"]), InputSettings(**meta["input"]))
+    """The stack settings are the training stacks', with the margin their crops really had (``framing``)."""
+    stack = StackSettings.from_dict(meta["stack"])
+    stack = dataclasses.replace(stack, margin=serving_margin(stack.margin, meta.get("framing") or {}))
+    return (tuple(meta["model"]["classes"]), int(meta["model"]["in_chans"]), stack, InputSettings(**meta["input"]))
 
 
 def torch_runner(net: nn.Module, inputs: InputSettings, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -39,6 +40,7 @@ class FaceStack:
     found: list[bool]  # whether the face was detected in that channel's frame
     frames: int  # real source frames in the sequence
     padded: int  # channels filled by repeating the last face
+    margins: list[float | None] = field(default_factory=list)  # framing actually cropped (see Crops)
 
     @property
     def face_ratio(self) -> float:
@@ -67,9 +69,22 @@ def _to_grey(bgr: np.ndarray) -> np.ndarray:
     return bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
 
 
-def stack_frames(
-    frames: list[tuple[int, np.ndarray]], settings: StackSettings, finder: FaceFinder, channels: int
-) -> tuple[np.ndarray, list[int], list[list[int]], list[bool]] | None:
+class Crops(NamedTuple):
+    """The face crops of one sequence, padded to the stack's channels."""
+
+    array: np.ndarray  # (channels, size, size) uint8
+    indices: list[int]
+    boxes: list[list[int]]
+    found: list[bool]
+    # Per channel where the face was detected: the margin the crop really has around the face,
+    # (crop side / face side - 1) / 2. It is ``--margin`` unless the frame edge cut the box short, which
+    # happens in most images of pre-cropped face datasets (FER2013): a model trained on those saw a tighter
+    # framing than ``--margin``, and `predict` must crop as tightly (``framing.training_margin``).
+    margins: list[float | None]
+
+
+def stack_frames(frames: list[tuple[int, np.ndarray]], settings: StackSettings, finder: FaceFinder,
+                 channels: int) -> Crops | None:
     """Detect, choose one face, crop, and pad to ``channels`` by repeating the last face.
 
     Returns None when no frame has a face and ``on_no_face`` is ``skip``.
@@ -77,20 +92,30 @@ def stack_frames(
     return stack_detected(frames, [find_faces(finder, bgr) for _, bgr in frames], settings, channels)
 
 
-def stack_detected(
-    frames: list[tuple[int, np.ndarray]], detections: list[list[Box]], settings: StackSettings, channels: int
-) -> tuple[np.ndarray, list[int], list[list[int]], list[bool]] | None:
+def _margin(face: Box, crop: Box, asked: float) -> float:
+    """``asked`` unless the frame edge made the crop smaller than asked (beyond a pixel of rounding)."""
+    side = max(face.width, face.height, 1e-6)
+    if crop.width >= side * (1 + 2 * asked) - 1.0:
+        return asked
+    return round(max(crop.width / side - 1, 0.0) / 2, 4)
+
+
+def stack_detected(frames: list[tuple[int, np.ndarray]], detections: list[list[Box]], settings: StackSettings,
+                   channels: int) -> Crops | None:
     """``stack_frames`` once the faces are known: `predict` detects each frame once and stacks it in
     every overlapping window, through this same code."""
     chosen, found = choose_face(detections)
     greys = [_to_grey(bgr) for _, bgr in frames]
     h, w = greys[0].shape[:2]
+    margins: list[float | None] = [None] * len(frames)
     if not any(found):
         if settings.on_no_face == "skip":
             return None
         boxes = [center_box(w, h)] * len(frames)
     else:
         boxes = [square_box(face, settings.margin, w, h) for face in chosen if face is not None]
+        margins = [_margin(face, box, settings.margin) if hit and face is not None else None
+                   for face, box, hit in zip(chosen, boxes, found)]
     crops = [crop_grey(grey, box, settings.size) for grey, box in zip(greys, boxes)]
     indices = [index for index, _ in frames]
     pad = channels - len(crops)
@@ -98,7 +123,7 @@ def stack_detected(
     indices += [indices[-1]] * pad
     box_lists = [b.to_list() for b in boxes] + [boxes[-1].to_list()] * pad
     found_list = list(found) + [False] * pad
-    return np.stack(crops), indices, box_lists, found_list
+    return Crops(np.stack(crops), indices, box_lists, found_list, margins + [None] * pad)
 
 
 def video_stacks(path: Path, settings: StackSettings, finder: FaceFinder) -> SourceStacks:
@@ -123,9 +148,8 @@ def video_stacks(path: Path, settings: StackSettings, finder: FaceFinder) -> Sou
             if made is None:
                 out.dropped.append((seq.chunk, "no face", "no face found in any sampled frame"))
                 continue
-            array, indices, boxes, found = made
-            out.stacks.append(FaceStack(seq.chunk, array, indices, boxes, found, seq.n_frames,
-                                        settings.channels - len(seq.frames)))
+            out.stacks.append(FaceStack(seq.chunk, made.array, made.indices, made.boxes, made.found, seq.n_frames,
+                                        settings.channels - len(seq.frames), made.margins))
         out.frames_decoded = reader.frames_decoded
     if out.frames_decoded == 0 and not out.dropped:
         raise SourceSkipped("no frames", "the file opens but no frame could be decoded")
@@ -152,7 +176,7 @@ def image_stacks(path: Path, settings: StackSettings, finder: FaceFinder) -> Sou
     made = stack_frames([(0, bgr)], settings, finder, channels=1)
     if made is None:
         raise SourceSkipped("no face", "no face found in the image")
-    array, indices, boxes, found = made
     h, w = bgr.shape[:2]
-    return SourceStacks(stacks=[FaceStack(0, array, indices, boxes, found, 1, 0)], fps=0.0,
+    stack = FaceStack(0, made.array, made.indices, made.boxes, made.found, 1, 0, made.margins)
+    return SourceStacks(stacks=[stack], fps=0.0,
                         frame_size=(w, h), frames_decoded=1)

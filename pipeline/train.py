@@ -26,6 +26,7 @@ from models.weights import WeightsError, hub_state, load_backbone_state, read_we
 from pipeline.augment import augment_batch, normalise, to_unit
 from pipeline.config import InputSettings, TrainConfig
 from pipeline.evaluate import write_evaluation
+from pipeline.framing import training_margin
 from pipeline.inference import autocast, predict_logits
 from pipeline.metrics import confusion_matrix, summarise
 from pipeline.plots import plot_curves
@@ -231,6 +232,7 @@ class Trainer:
             "kind": "frame" if self.model_settings.in_chans == 1 else "stack",
             "input": self.inputs.to_dict(),
             "stack": self.data.stack.to_dict(),
+            "framing": {"margin": training_margin(self.data.rows.get("train", []))},
             "train": self.config.to_dict(),
             "epoch": self.state.epoch,
             "metrics": self.state.history[-1] if self.state.history else {},

@@ -24,6 +24,9 @@ class ManifestRow:
     frames: int  # real frames of the source in this sequence (the rest was padded)
     face_ratio: float  # share of sampled frames where the face was detected
     fingerprint: str
+    # Median margin the crops really have around the face (``stackmaker.Crops.margins``); None where no
+    # face was detected, or in manifests written before it was recorded.
+    margin: float | None = None
     root: str = ""  # stack folder, filled in when reading; not written
 
     @property
@@ -43,6 +46,7 @@ def render_manifest(rows: list[ManifestRow]) -> str:
         data = asdict(row)
         data.pop("root")
         data["face_ratio"] = f"{row.face_ratio:.4f}"
+        data["margin"] = "" if row.margin is None else f"{row.margin:.4f}"
         writer.writerow(data)
     return buf.getvalue()
 
@@ -66,7 +70,8 @@ def read_manifest(folder: Path, split: str | None = None, label: str | None = No
     rows = []
     with open(path, newline="", encoding="utf-8") as fh:
         for raw in csv.DictReader(fh):
-            values = {k: _TYPES.get(k, str)(raw[k]) for k in _COLUMNS}
+            values = {k: _TYPES.get(k, str)(raw[k]) for k in _COLUMNS if k != "margin"}
+            values["margin"] = float(raw["margin"]) if raw.get("margin") else None
             row = ManifestRow(**values, root=str(folder))
             if (split is None or row.split == split) and (label is None or row.label == label):
                 rows.append(row)

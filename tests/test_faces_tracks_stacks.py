@@ -5,7 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.config import StackSettings
 from pipeline.faces import Box, DetectionFinder, MeshFinder, crop_grey, square_box
+from pipeline.framing import median_margin, serving_margin
+from pipeline.stackmaker import stack_detected
 from pipeline.synthetic import ASTRONAUT_LANDMARKS
 from pipeline.tracks import choose_face
 from stacks import ManifestRow, read_manifest, read_stack, write_manifest, write_stack
@@ -107,3 +110,26 @@ def test_manifest_roundtrip_and_filters(tmp_path: Path) -> None:
     assert [r.label for r in read_manifest(tmp_path, split="val", label="sad")] == ["sad"]
     with pytest.raises(FileNotFoundError, match="cli.py prepare"):
         read_manifest(tmp_path / "missing")
+
+
+def test_crops_record_the_margin_they_really_have() -> None:
+    """A face that fills the image (a FER2013 picture) gets a crop cut short by the image edge: the
+    recorded margin is the real, smaller one; a face with room around it gets exactly ``--margin``."""
+    settings = StackSettings(size=32, margin=0.1)
+    image = np.zeros((100, 100, 3), np.uint8)
+    roomy = stack_detected([(0, image)], [[Box(30, 30, 70, 70)]], settings, channels=1)
+    assert roomy.margins == [0.1] and roomy.boxes == [[26, 26, 74, 74]]
+    filling = stack_detected([(0, image)], [[Box(5, 5, 95, 95)]], settings, channels=3)
+    assert filling.boxes[0] == [0, 0, 100, 100]
+    assert filling.margins == [round(5 / 90, 4), None, None]  # (100 / 90 - 1) / 2; padding has none
+    assert median_margin([0.1, None, 0.02, 0.04]) == 0.04 and median_margin([None]) is None
+
+
+def test_manifest_keeps_the_margin_and_reads_old_manifests(tmp_path: Path) -> None:
+    row = ManifestRow("train/a/v_000.tiff", "a", "train", "a.mp4", "v", 0, 1, 1, 1.0, "fp", margin=0.0456)
+    write_manifest(tmp_path, [row])
+    assert read_manifest(tmp_path)[0].margin == 0.0456
+    old = (tmp_path / "manifest.csv").read_text().replace(",margin", "").replace(",0.0456", "")
+    (tmp_path / "manifest.csv").write_text(old)
+    assert read_manifest(tmp_path)[0].margin is None
+    assert serving_margin(0.1, {"margin": 0.0456}) == 0.0456 and serving_margin(0.1, {}) == 0.1

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import cli
-from models.checkpoint import load_checkpoint, model_from_checkpoint
+from models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.config import AugmentSettings, InputSettings, PrepareConfig, StackSettings, TrainConfig
 from pipeline.export import export_compact, export_onnx
 from pipeline.inference import predict_logits
@@ -234,3 +234,12 @@ def test_live_from_a_file_prints_rolling_predictions(frame_run: Path, clips: dic
     # The first full window ends at frame 85 (2.83 s); then one every 30 frames up to frame 235.
     assert len(lines) == 6 and lines[0].startswith("t=   2.83s")
     assert all(any(c in line for c in ("anger", "happy", "sad")) for line in lines)
+
+
+def test_serving_crops_with_the_margin_training_crops_really_had(stack_run: Path, tmp_path: Path) -> None:
+    assert load_serving_model(stack_run).stack.margin == 0.1  # video crops: the edge never cut them short
+    data = load_checkpoint(stack_run)
+    assert data["framing"] == {"margin": 0.1}
+    data["framing"] = {"margin": 0.046}  # as measured on FER2013's pre-cropped faces
+    save_checkpoint(tmp_path / "tight.pt", {k: v for k, v in data.items() if k not in ("path", "format", "version")})
+    assert load_serving_model(tmp_path / "tight.pt").stack.margin == 0.046
