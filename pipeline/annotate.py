@@ -15,10 +15,21 @@ from pipeline.video import VideoReader
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
-def _current_window(pred: Prediction, frame: int) -> int:
-    """The window whose centre is nearest: the emotion "now" on a timeline of overlapping windows."""
-    centres = [(w.start + w.end) / 2 for w in pred.windows]
-    return int(np.argmin([abs(c - frame) for c in centres]))
+def _current_window(pred: Prediction, frame: int) -> int | None:
+    """Of the windows holding ``frame``, the one whose centre is nearest: the emotion "now" on a timeline
+    of overlapping windows. None where no window with a face covers the frame."""
+    holding = [i for i, w in enumerate(pred.windows) if w.start <= frame < w.end]
+    if not holding:
+        return None
+    return min(holding, key=lambda i: abs((pred.windows[i].start + pred.windows[i].end) / 2 - frame))
+
+
+def check_annotate_path(out: Path, source: Path) -> None:
+    """Before any work: a format OpenCV can write, and never the input clip itself."""
+    if Path(out).suffix.lower() not in FOURCC:
+        raise PredictError(f"--annotate {out}: use a .mp4 or .avi file name")
+    if Path(out).resolve() == Path(source).resolve():
+        raise PredictError(f"--annotate {out} is the input clip: choose another file name")
 
 
 def draw_label(bgr: np.ndarray, box: list[int] | None, text: str) -> None:
@@ -35,34 +46,46 @@ def draw_label(bgr: np.ndarray, box: list[int] | None, text: str) -> None:
 
 
 def write_annotated(pred: Prediction, out: Path) -> int:
-    """Writes ``out`` (mp4/avi) and returns the number of frames written; the file appears only when complete."""
+    """Writes ``out`` (mp4/avi) and returns the number of frames written; the file appears only when complete.
+
+    Each frame shows the box of the nearest earlier sampled frame where the face was really detected
+    (none where it was not), and the label of the current window."""
     out = Path(out)
-    fourcc = FOURCC.get(out.suffix.lower())
-    if fourcc is None:
-        raise PredictError(f"--annotate {out}: use a .mp4 or .avi file name")
+    check_annotate_path(out, Path(pred.source))
     if pred.kind != "video":
         raise PredictError("--annotate needs a video; for an image the printed answer is all there is")
     sampled = sorted(pred.boxes)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
-    written = 0
-    with VideoReader(Path(pred.source)) as reader:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), reader.fps, (reader.width, reader.height))
-        if not writer.isOpened():
-            raise PredictError(f"--annotate {out}: OpenCV cannot write this format here; try .avi")
-        try:
+    written, writer = 0, None
+    try:
+        with VideoReader(Path(pred.source)) as reader:
             for index, bgr in reader.frames(lambda i: True):
+                if writer is None:  # sized from the first decoded frame, not the container's claim
+                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC[out.suffix.lower()]),
+                                             reader.fps, (bgr.shape[1], bgr.shape[0]))
+                    if not writer.isOpened():
+                        raise PredictError(f"--annotate {out}: OpenCV cannot write there (folder not writable, "
+                                           "or no encoder for this format: try .avi)")
                 at = bisect.bisect_right(sampled, index) - 1
-                box = pred.boxes[sampled[max(at, 0)]] if sampled else None
-                window = pred.windows[_current_window(pred, index)]
-                label = pred.classes[int(window.probs.argmax())]
-                draw_label(bgr, box, f"{label} {window.probs.max():.0%}")
+                near = sampled[at] if at >= 0 else None
+                box = pred.boxes[near] if near is not None and pred.found.get(near) else None
+                current = _current_window(pred, index)
+                if current is None:
+                    text = "no face"
+                else:
+                    window = pred.windows[current]
+                    text = f"{pred.classes[int(window.probs.argmax())]} {window.probs.max():.0%}"
+                draw_label(bgr, box, text)
                 writer.write(bgr)
                 written += 1
-        finally:
+        if writer is not None:
             writer.release()
-    if written == 0:
+        if written == 0:
+            raise PredictError(f"{pred.source}: no frame could be decoded for --annotate")
+        os.replace(tmp, out)
+    finally:
+        if writer is not None:
+            writer.release()
         tmp.unlink(missing_ok=True)
-        raise PredictError(f"{pred.source}: no frame could be decoded for --annotate")
-    os.replace(tmp, out)
     return written

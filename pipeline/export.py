@@ -24,21 +24,25 @@ class ExportError(Exception):
     """The run cannot be exported; the message says why."""
 
 
-def _load(run: Path) -> dict:
+def _load(run: Path) -> tuple[dict, torch.nn.Module]:
+    """The checkpoint and its network; a damaged one is an ExportError, not a traceback."""
     try:
-        return load_checkpoint(run)
+        data = load_checkpoint(run)
+        return data, model_from_checkpoint(data)
     except (CheckpointError, WeightsError) as exc:
         raise ExportError(str(exc)) from exc
+    except (KeyError, RuntimeError) as exc:
+        raise ExportError(f"{run} is a damaged checkpoint ({type(exc).__name__}: {str(exc)[:150]})") from exc
 
 
 def export_onnx(run: Path, out: Path) -> dict:
     """Write the uint8-stacks -> probabilities graph; returns the settings stored beside it."""
     import onnx
 
-    data = _load(run)
+    data, net = _load(run)
     meta = serving_metadata(data)
     inputs = InputSettings(**data["input"])
-    model = ProbabilityModel(model_from_checkpoint(data), inputs).eval()
+    model = ProbabilityModel(net, inputs).eval()
     channels, size = int(data["model"]["in_chans"]), inputs.image_size
     example = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, channels, size, size), dtype=np.uint8))
 
@@ -62,7 +66,7 @@ def export_onnx(run: Path, out: Path) -> dict:
 
 def export_compact(run: Path, out: Path) -> dict:
     """Everything a served model needs, weights as int8 (``models.compact``), no optimizer state."""
-    data = _load(run)
+    data, _ = _load(run)
     keep = ("model", "kind", "input", "stack", "epoch", "metrics", "train")
     payload = {k: data[k] for k in keep if k in data}
     meta = serving_metadata(data)

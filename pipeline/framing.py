@@ -32,13 +32,17 @@ def checkpoint_framing(data: dict) -> dict:
     of the stack folder it was trained on, when that is still here (else empty: serve at ``--margin``)."""
     if data.get("framing"):
         return data["framing"]
+    from pipeline.config import StackSettings
     from stacks.manifest import read_manifest
 
     folder = (data.get("train") or {}).get("data")
     try:
-        margin = training_margin(read_manifest(folder, split="train")) if folder else None
-    except FileNotFoundError:
-        margin = None
+        fingerprint = StackSettings.from_dict(data["stack"]).fingerprint()
+        # Only stacks made with the checkpoint's own settings: the folder may have been prepared again since.
+        rows = [r for r in read_manifest(folder, split="train") if r.fingerprint == fingerprint] if folder else []
+    except (OSError, ValueError, KeyError):
+        rows = []
+    margin = training_margin(rows)
     return {"margin": margin} if margin is not None else {}
 
 

@@ -7,6 +7,7 @@ the rolling window, and every ``--every`` frames the last full window is classif
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,16 +53,29 @@ def _file_frames(path: Path) -> Iterator[tuple[np.ndarray, float]]:
 def run_live(model: ServingModel, camera: int = 0, source: Path | None = None, every: int | None = None,
              show: bool = True, emit: Callable[[str], None] = print) -> int:
     """Returns the number of predictions made. ``show``: an OpenCV window (q or Esc quits)."""
-    plan = WindowPlan.for_stack(model.stack, every or model.stack.interval * 3)
+    plan = WindowPlan.for_stack(model.stack, every if every is not None else model.stack.interval * 3)
+    started = time.perf_counter()
+    frames = _file_frames(source) if source is not None else _camera_frames(camera)
+    with contextlib.closing(frames) as stream:  # releases the camera or file however the loop ends
+        try:
+            made = _loop(model, stream, plan, show, emit)
+        finally:
+            if show:
+                cv2.destroyAllWindows()
+    if made == 0:
+        emit(f"no prediction: no face, or the stream ended before one full window "
+             f"({plan.sequence_length} frames) after {time.perf_counter() - started:.1f} s")
+    return made
+
+
+def _loop(model: ServingModel, stream: Iterator[tuple[np.ndarray, float]], plan: WindowPlan, show: bool,
+          emit: Callable[[str], None]) -> int:
     rolling = RollingWindows(plan)
     finder = quiet_thread_finder(model.stack.detector)
-    frames = _file_frames(source) if source is not None else _camera_frames(camera)
     made, box, text = 0, None, "waiting for a full window"
-    started = time.perf_counter()
-    for index, (bgr, fps) in enumerate(frames):
+    for index, (bgr, fps) in enumerate(stream):
         if index % plan.interval == 0:
-            sampled = SampledFrame(index, bgr, find_faces(finder, bgr))
-            window = rolling.push(sampled)
+            window = rolling.push(SampledFrame(index, bgr, find_faces(finder, bgr)))
             if window is not None:
                 stacked = stack_window(window, model)
                 if stacked is None:
@@ -70,18 +84,17 @@ def run_live(model: ServingModel, camera: int = 0, source: Path | None = None, e
                 else:
                     probs = classify_stacks(model, [stacked])[0]
                     label = model.classes[int(probs.argmax())]
-                    text, box = f"{label} {probs.max():.0%}", stacked.boxes[len(window.frames) - 1]
+                    last = len(stacked.indices) - 1
+                    text, box = f"{label} {probs.max():.0%}", stacked.boxes[last] if stacked.found[last] else None
                     scores = " ".join(f"{c}={p:.2f}" for c, p in zip(model.classes, probs))
                     emit(f"t={index / fps:7.2f}s  {label:<9} {probs.max():.2f}  {scores}")
-                made += 1
+                    made += 1
         if show:
             draw_label(bgr, box, text)
-            cv2.imshow("clip-emotion live (q quits)", bgr)
+            try:
+                cv2.imshow("clip-emotion live (q quits)", bgr)
+            except cv2.error as exc:
+                raise PredictError("no display to open a window on: add --no-window") from exc
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                 break
-    if show:
-        cv2.destroyAllWindows()
-    if made == 0:
-        emit(f"no prediction: the stream ended before one full window "
-             f"({plan.sequence_length} frames) after {time.perf_counter() - started:.1f} s")
     return made

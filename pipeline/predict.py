@@ -52,6 +52,7 @@ class Prediction:
     frames: int = 1
     windows: list[WindowResult] = field(default_factory=list)
     boxes: dict[int, list[int]] = field(default_factory=dict)  # sampled frame -> face box [x0, y0, x1, y1]
+    found: dict[int, bool] = field(default_factory=dict)  # sampled frame -> face detected there (not carried over)
 
     @property
     def label(self) -> str:
@@ -79,7 +80,11 @@ class Prediction:
 
 @dataclass
 class StackedWindow:
-    window: Window
+    """A window made into model input. It keeps frame indices, not frames: a long clip holds one window
+    of decoded frames at a time."""
+
+    start: int  # first sampled clip frame
+    indices: list[int]  # the window's real sampled frames (padding not included)
     array: np.ndarray  # (samples, S, S) uint8, already at the network's size
     boxes: list[list[int]]
     found: list[bool]
@@ -94,15 +99,22 @@ def stack_window(window: Window, model: ServingModel) -> StackedWindow | None:
                           settings, channels)
     if made is None:
         return None
-    return StackedWindow(window, resize_stack(made.array, model.inputs.image_size), made.boxes, made.found)
+    return StackedWindow(window.start, [f.index for f in window.frames],
+                         resize_stack(made.array, model.inputs.image_size), made.boxes, made.found)
+
+
+BATCH = 256  # inputs per model call: a long clip's faces are not one giant batch
+
+
+def _run_batched(model: ServingModel, inputs: np.ndarray) -> np.ndarray:
+    return np.concatenate([model.run(inputs[i:i + BATCH]) for i in range(0, len(inputs), BATCH)])
 
 
 def classify_stacks(model: ServingModel, stacked: list[StackedWindow]) -> list[np.ndarray]:
-    """One probability vector per window, from a single call to the model (a batch of all windows)."""
+    """One probability vector per window; a frame model's is the mean over the window's faces."""
     if model.kind == "stack":
-        return list(model.run(np.stack([s.array for s in stacked])))
-    faces = np.concatenate([s.array for s in stacked])[:, None]
-    probs = model.run(faces)
+        return list(_run_batched(model, np.stack([s.array for s in stacked])))
+    probs = _run_batched(model, np.concatenate([s.array for s in stacked])[:, None])
     out, start = [], 0
     for s in stacked:
         n = len(s.array)
@@ -157,7 +169,7 @@ def _video(path: Path, model: ServingModel, stride: int | None, min_seconds: flo
                            f"({int(np.ceil(min_seconds * clip.fps))} frames) is needed")
     if not clip.stacked:
         raise PredictError(f"{path}: no face found in any of the {clip.sampled} sampled frames")
-    return _assemble(path, "video", model, clip.stacked, clip.fps, clip.frames)
+    return _assemble(path, "video", model, clip.stacked, clip.fps, clip.frames, clip.sampled)
 
 
 def _image(path: Path, model: ServingModel) -> Prediction:
@@ -168,24 +180,23 @@ def _image(path: Path, model: ServingModel) -> Prediction:
     made = stack_window(Window([frame]), model)
     if made is None:
         raise PredictError(f"{path}: no face found in the image")
-    return _assemble(path, "image", model, [made], 0.0, 1)
+    return _assemble(path, "image", model, [made], 0.0, 1, 1)
 
 
 def _assemble(path: Path, kind: str, model: ServingModel, stacked: list[StackedWindow], fps: float,
-              n_frames: int) -> Prediction:
+              n_frames: int, sampled: int) -> Prediction:
+    """``sampled``: every sampled frame of the source, faceless windows' included (the face share's base)."""
     probs = classify_stacks(model, stacked)
     results, boxes, found = [], {}, {}
     length = model.stack.sequence_length
     for s, p in zip(stacked, probs):
-        real = len(s.window.frames)
-        indices = [f.index for f in s.window.frames]
-        results.append(WindowResult(s.window.start, min(s.window.start + length, n_frames), p,
-                                    sum(s.found[:real]) / real))
-        for index, box, hit in zip(indices, s.boxes, s.found):
+        real = len(s.indices)
+        results.append(WindowResult(s.start, min(s.start + length, n_frames), p, sum(s.found[:real]) / real))
+        for index, box, hit in zip(s.indices, s.boxes, s.found):
             boxes[index] = box
             found[index] = found.get(index, False) or hit
-    return Prediction(str(path), kind, model.classes, np.mean(probs, axis=0), sum(found.values()) / len(found),
-                      fps, n_frames, results, boxes)
+    return Prediction(str(path), kind, model.classes, np.mean(probs, axis=0), sum(found.values()) / max(sampled, 1),
+                      fps, n_frames, results, boxes, found)
 
 
 def predict_file(path: Path, model: ServingModel, stride: int | None = None,

@@ -75,11 +75,17 @@ def _predict_folder(args: argparse.Namespace, model) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.annotate import check_annotate_path
+    from pipeline.config import IMAGE_EXTENSIONS
     from pipeline.predict import PredictError, predict_file
     from pipeline.serving import ModelLoadError
     from pipeline.training_parts import TrainError
 
     try:
+        if args.annotate:
+            check_annotate_path(args.annotate, args.input)
+            if args.input.is_dir() or args.input.suffix.lower() in IMAGE_EXTENSIONS:
+                raise PredictError("--annotate needs a single video as input")
         model = _load(args)
         if args.input.is_dir():
             return _predict_folder(args, model)
@@ -89,6 +95,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return fail(str(exc))
     except ValueError as exc:  # a bad --stride
         return fail(str(exc), 2)
+    except OSError as exc:  # an output that cannot be written
+        return fail(f"cannot write {exc.filename or 'an output file'}: {exc.strerror or exc}")
     if args.json:
         print(json.dumps({**pred.to_dict(), "model": str(model.source), "written": written}, indent=1))
     else:
@@ -143,8 +151,8 @@ def cmd_live(args: argparse.Namespace) -> int:
         made = run_live(model, args.camera, args.source, args.every, show=not args.no_window)
     except (ModelLoadError, PredictError, TrainError) as exc:
         return fail(str(exc))
-    except ValueError as exc:
-        return fail(str(exc), 2)
+    except ValueError as exc:  # a bad --every
+        return fail(str(exc).replace("--stride", "--every"), 2)
     return 0 if made else 1
 
 
@@ -175,4 +183,6 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"wrote {args.compact} ({args.compact.stat().st_size / 1e6:.1f} MB)")
     except ExportError as exc:
         return fail(str(exc))
+    except OSError as exc:
+        return fail(f"cannot write {exc.filename or 'the export'}: {exc.strerror or exc}")
     return 0

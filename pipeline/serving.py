@@ -85,7 +85,7 @@ def torch_runner(net: nn.Module, inputs: InputSettings, device: torch.device) ->
     @torch.no_grad()
     def run(stacks: np.ndarray) -> np.ndarray:
         with autocast(device):
-            return model(torch.from_numpy(np.ascontiguousarray(stacks))).cpu().numpy()
+            return model(torch.from_numpy(np.ascontiguousarray(stacks)).to(device)).cpu().numpy()
 
     return run
 
@@ -116,13 +116,17 @@ def load_onnx(path: Path, threads: int = 0) -> ServingModel:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelLoadError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:150]})") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:150]
+        raise ModelLoadError(f"{path} is not a readable ONNX model ({first})") from exc
     raw = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
     if raw is None:
         raise ModelLoadError(f"{path} is an ONNX model but not one exported by `cli.py export` "
                              "(it carries no preprocessing settings)")
-    meta = json.loads(raw)
-    classes, channels, stack, inputs = _settings(meta)
+    try:
+        meta = json.loads(raw)
+        classes, channels, stack, inputs = _settings(meta)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{path}: its preprocessing settings are damaged ({type(exc).__name__}: {exc})") from exc
     name = session.get_inputs()[0].name
 
     def run(stacks: np.ndarray) -> np.ndarray:

@@ -34,7 +34,8 @@ class WindowPlan:
     @classmethod
     def for_stack(cls, stack: StackSettings, stride: int | None = None) -> WindowPlan:
         """Default stride: half a sequence (a 4 s clip at 90-frame windows gives 2 windows)."""
-        return cls(stack.sequence_length, stack.interval, stride or max(1, stack.sequence_length // 2))
+        return cls(stack.sequence_length, stack.interval,
+                   stride if stride is not None else max(1, stack.sequence_length // 2))
 
     @property
     def samples(self) -> int:

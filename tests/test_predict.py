@@ -115,7 +115,7 @@ def test_served_stack_is_the_prepared_stack_and_scores_as_in_evaluation(stack_ru
     model = load_serving_model(stack_run)
     assert model.kind == "stack" and model.channels == 18 and model.stack.size == 64
     clip = clip_windows(dataset["root"] / "Happy_0001.mp4", model)
-    assert [s.window.start for s in clip.stacked] == [0, 10]  # 96 frames: samples 0-85 and 10-95
+    assert [s.start for s in clip.stacked] == [0, 10]  # 96 frames: samples 0-85 and 10-95
     rows = [r for r in read_manifest(prepared) if r.stack == "train/happy/0001_000.tiff"]
     prepared_stack = read_stack(rows[0].path).array
     np.testing.assert_array_equal(clip.stacked[0].array, resize_stack(prepared_stack, 32))
@@ -243,3 +243,71 @@ def test_serving_crops_with_the_margin_training_crops_really_had(stack_run: Path
     data["framing"] = {"margin": 0.046}  # as measured on FER2013's pre-cropped faces
     save_checkpoint(tmp_path / "tight.pt", {k: v for k, v in data.items() if k not in ("path", "format", "version")})
     assert load_serving_model(tmp_path / "tight.pt").stack.margin == 0.046
+
+
+def test_face_share_counts_the_frames_of_faceless_windows(frame_run: Path, clips: dict, tmp_path: Path) -> None:
+    """A face for the first 3 s, then 3 s of an empty room: half the sampled frames show the face."""
+    mixed = tmp_path / "mixed.avi"
+    writer = cv2.VideoWriter(str(mixed), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, SMALL)
+    for part in (clips["long"], clips["faceless"]):
+        cap = cv2.VideoCapture(str(part))
+        for _ in range(90 if part == clips["long"] else 60):
+            writer.write(cap.read()[1])
+        cap.release()
+    for _ in range(30):  # the faceless clip is 2 s: a blank third second
+        writer.write(np.full((SMALL[1], SMALL[0], 3), 90, np.uint8))
+    writer.release()
+    pred = predict_file(mixed, load_serving_model(frame_run))
+    assert pred.frames == 180 and pred.face_ratio == pytest.approx(0.5, abs=0.06)
+    assert [w.start for w in pred.windows] == [0, 45]  # the window from 90 s on has no face: no answer
+    annotated = tmp_path / "mixed_annotated.avi"
+    from pipeline.annotate import write_annotated
+
+    assert write_annotated(pred, annotated) == 180
+
+
+def test_more_bad_input_through_the_cli(frame_run: Path, clips: dict, tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli("predict", clips["short"], "--model", frame_run, "--stride", "0")
+    assert code == 2 and "--stride must be at least 1" in err
+    code, _, err = run_cli("predict", clips["short"], "--model", frame_run, "--timeline", clips["text"] / "t.csv")
+    assert code == 1 and err.startswith("error: cannot write") and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("predict", clips["short"], "--model", frame_run, "--annotate", clips["short"])
+    assert code == 1 and "is the input clip" in err
+    code, _, err = run_cli("predict", clips["image"], "--model", frame_run, "--annotate", tmp_path / "a.mp4")
+    assert code == 1 and "needs a single video" in err
+    code, _, err = run_cli("export", frame_run, "--onnx", clips["text"] / "m.onnx")
+    assert code == 1 and err.startswith("error: cannot write")
+    import onnx
+
+    plain = tmp_path / "plain.onnx"
+    export_onnx(frame_run, plain)
+    graph = onnx.load(str(plain))
+    del graph.metadata_props[:]
+    onnx.save(graph, str(plain))
+    code, _, err = run_cli("predict", clips["short"], "--model", plain)
+    assert code == 1 and "not one exported by `cli.py export`" in err
+
+
+def test_checkpoints_from_before_kind_and_framing_still_serve(frame_run: Path, clips: dict, tmp_path: Path) -> None:
+    data = load_checkpoint(frame_run)
+    old = {k: v for k, v in data.items() if k not in ("path", "format", "version", "kind", "framing")}
+    save_checkpoint(tmp_path / "old.pt", old)
+    model = load_serving_model(tmp_path / "old.pt")
+    assert model.kind == "frame" and model.stack.margin == 0.1  # 1 channel; synthetic stacks record no margin
+    assert predict_file(clips["short"], model).face_ratio == 1.0
+
+
+def test_compact_weights_are_within_half_a_step_of_the_float_ones(frame_run: Path) -> None:
+    from models.compact import compact_state, expand_state
+
+    state = load_checkpoint(frame_run)["state_dict"]
+    packed = compact_state(state)
+    back = expand_state(packed)
+    assert back.keys() == state.keys()
+    for name, tensor in state.items():
+        if name + ".__scale__" in packed:
+            step = packed[name + ".__scale__"].reshape([-1] + [1] * (tensor.dim() - 1))
+            assert packed[name + ".__int8__"].dtype == torch.int8
+            assert ((back[name] - tensor).abs() <= step / 2 + 1e-7).all(), name
+        else:
+            assert torch.equal(back[name], tensor), name

@@ -1,0 +1,31 @@
+"""The model that ships in models/default/: present, small, ours, and right on a real face clip."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from pipeline.predict import predict_file
+from pipeline.serving import DEFAULT_MODEL, load_serving_model
+from tests.conftest import REPO
+
+
+def test_default_model_ships_small_and_complete() -> None:
+    assert DEFAULT_MODEL.is_file(), "models/default/ must hold the shipped model (make default-model)"
+    assert DEFAULT_MODEL.stat().st_size <= 20e6
+    model = load_serving_model()
+    assert model.kind == "frame" and model.classes == ("angry", "disgust", "fear", "happy", "neutral", "sad",
+                                                       "surprise")
+    assert 0.0 <= model.stack.margin < 0.1  # the real margin of its FER2013 training crops
+
+
+def test_default_model_sees_the_astronaut_smile(dataset: dict) -> None:
+    pred = predict_file(dataset["root"] / "Happy_0001.mp4", load_serving_model())
+    assert pred.label == "happy" and pred.confidence > 0.5 and pred.face_ratio == 1.0
+
+
+def test_cli_predict_needs_no_model_argument(dataset: dict) -> None:
+    done = subprocess.run([sys.executable, "cli.py", "predict", str(dataset["root"] / "Happy_0002.mp4"), "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert '"label": "happy"' in done.stdout
