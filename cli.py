@@ -60,8 +60,12 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
         ),
         epilog=(
             "source layouts: DIR/Happy_0001.mp4 (label_id), DIR/happy/*.mp4, DIR/happy/*.png, "
-            "DIR/train/happy/*.png + DIR/test/... (kept as splits).\n"
-            "example: python cli.py prepare --source data/clips --interval 5 --val-fraction 0.2"
+            "DIR/train/happy/*.png + DIR/test/... (kept as splits), RAVDESS names (01-01-03-01-01-01-12.mp4: "
+            "emotion and actor from the name), CREMA-D names (1001_DFA_ANG_XX.flv). A label_correction.csv "
+            "(file,label; label 'drop' drops the file) in --source is applied automatically.\n"
+            "example: python cli.py prepare --source data/clips --interval 5 --val-fraction 0.2\n"
+            "example: python cli.py prepare --source RAVDESS --label-map surprised=shock,angry=anger,calm=drop,"
+            "fearful=drop,disgust=drop --split-by actor"
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -81,6 +85,12 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on-no-face", choices=["skip", "center"], default=d["on_no_face"],
                    help="a sequence with no face at all: skip it, or crop the centre square")
     p.add_argument("--labels", default="", help="comma-separated allowed labels; others are reported as unknown")
+    p.add_argument("--layout", choices=["auto", "seed", "ravdess", "cremad"], default="auto",
+                   help="how file names give labels (auto: RAVDESS / CREMA-D names are recognised, else the seed's)")
+    p.add_argument("--label-map", default="",
+                   help="dataset labels onto classes: FROM=TO,... (TO 'drop' drops them) or a CSV with from,to")
+    p.add_argument("--corrections", type=Path, default=None,
+                   help="label_correction.csv (file,label or drop) (default: the one in --source, if any)")
     p.add_argument("--val-ids", default="", help="comma-separated video ids for validation, e.g. 0016,0017 "
                    "(overrides --val-fraction)")
     p.add_argument("--split-file", type=Path, default=None,
@@ -90,6 +100,8 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
                    help="share of videos per label for validation")
     p.add_argument("--test-fraction", type=float, default=s["test_fraction"], help="share of videos per label for test")
     p.add_argument("--seed", type=int, default=s["seed"], help="seed of the split shuffle")
+    p.add_argument("--split-by", choices=["source", "actor"], default=s["by"],
+                   help="actor: all clips of one person in one split (needs RAVDESS / CREMA-D names)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="clips processed in parallel (threads)")
     p.add_argument("--force", action="store_true", help="rebuild every stack, even those already done")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -101,6 +113,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from pipeline.labelling import parse_label_map
     from pipeline.prepare import PrepareError, PrepareInterrupted, format_summary, run_prepare
 
     try:
@@ -109,14 +122,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             size=args.size, margin=args.margin, detector=args.detector, on_no_face=args.on_no_face,
         )
         split = SplitSettings(val_ids=_csv(args.val_ids), split_file=args.split_file, val_fraction=args.val_fraction,
-                              test_fraction=args.test_fraction, seed=args.seed)
+                              test_fraction=args.test_fraction, seed=args.seed, by=args.split_by)
+        label_map = parse_label_map(args.label_map)
     except ValueError as exc:
         return _fail(str(exc), 2)
     if args.workers < 1:
         return _fail("--workers must be >= 1", 2)
     config = PrepareConfig(
         source=args.source, out=args.out or default_out_dir(args.interval), stack=stack, split=split,
-        labels=_csv(args.labels), workers=args.workers, force=args.force, progress=not args.no_progress,
+        labels=_csv(args.labels), layout=args.layout, label_map=label_map, corrections=args.corrections,
+        workers=args.workers, force=args.force, progress=not args.no_progress,
     )
     try:
         result = run_prepare(config)

@@ -16,7 +16,7 @@ from typing import Literal
 Detector = Literal["detection", "mesh"]
 OnNoFace = Literal["skip", "center"]
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".flv")  # .flv: CREMA-D's videos
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 # Bump when the crop code changes in a way that changes the pixels of a stack: it is part of the
@@ -93,8 +93,11 @@ class SplitSettings:
     val_fraction: float = 0.2
     test_fraction: float = 0.0
     seed: int = 0
+    by: Literal["source", "actor"] = "source"  # actor: every clip of one person in one split
 
     def __post_init__(self) -> None:
+        if self.by not in ("source", "actor"):
+            raise ValueError(f"--split-by must be 'source' or 'actor' (got {self.by!r})")
         if not 0.0 <= self.val_fraction < 1.0 or not 0.0 <= self.test_fraction < 1.0:
             raise ValueError("--val-fraction and --test-fraction must be in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1.0:
@@ -110,6 +113,9 @@ class PrepareConfig:
     stack: StackSettings = field(default_factory=StackSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
     labels: tuple[str, ...] = ()
+    layout: str = "auto"  # labelling.LAYOUTS
+    label_map: dict[str, str] = field(default_factory=dict)  # dataset label -> class (or "drop")
+    corrections: Path | None = None  # label_correction.csv (default: the one in the source folder, if any)
     workers: int = 1
     force: bool = False
     progress: bool = True

@@ -20,6 +20,7 @@ from pipeline.config import PrepareConfig, StackSettings
 from pipeline.faces import thread_finder, warm_up
 from pipeline.framing import median_margin
 from pipeline.journal import Journal, SourceRecord
+from pipeline.labelling import CORRECTIONS_NAME, LabelFileError, Relabeller, read_corrections
 from pipeline.sources import Rejected, Source, discover
 from pipeline.splits import SplitFileError, assign_splits
 from pipeline.stackmaker import SourceSkipped, image_stacks, video_stacks
@@ -171,11 +172,24 @@ def _process_all(pool: ThreadPoolExecutor, todo: list[Source], splits: dict[str,
     return frames, interrupted
 
 
+def _relabeller(config: PrepareConfig, source: Path) -> Relabeller:
+    """The corrections file (given, or the source folder's own) and the label map."""
+    path = config.corrections or (source / CORRECTIONS_NAME if (source / CORRECTIONS_NAME).is_file() else None)
+    if config.corrections is not None and not Path(config.corrections).is_file():
+        raise PrepareError(f"--corrections {config.corrections} does not exist")
+    try:
+        corrections = read_corrections(path) if path else {}
+    except LabelFileError as exc:
+        raise PrepareError(str(exc)) from exc
+    return Relabeller(corrections, dict(config.label_map), source_file=str(path) if path else None)
+
+
 def run_prepare(config: PrepareConfig) -> PrepareResult:
     source, out, settings = Path(config.source), Path(config.out), config.stack
     _check_source(source)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    sources, rejected = discover(source, config.labels)
+    relabeller = _relabeller(config, source)
+    sources, rejected = discover(source, config.labels, config.layout, relabeller)
     if not sources and not rejected:
         raise PrepareError(f"source folder {source} holds no videos or images "
                            f"(looked for .mp4 .mov .avi .mkv .webm .png .jpg)")
@@ -210,6 +224,7 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
     reused = None if interrupted else len(records) - len(todo)
     report = _report(config, started, time.perf_counter() - t0, len(sources) + len(rejected), rejected,
                      records + unusable, len(todo), reused, frames, interrupted)
+    report["labels"] = relabeller.report()
     atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True) + "\n")
     if interrupted:
         raise PrepareInterrupted(
@@ -241,7 +256,9 @@ def _report(config: PrepareConfig, started: datetime, seconds: float, n_files: i
         "settings": config.stack.to_dict(),
         "split_settings": {"val_ids": list(config.split.val_ids), "val_fraction": config.split.val_fraction,
                            "test_fraction": config.split.test_fraction, "seed": config.split.seed,
-                           "split_file": str(config.split.split_file) if config.split.split_file else None},
+                           "split_file": str(config.split.split_file) if config.split.split_file else None,
+                           "by": config.split.by},
+        "layout": config.layout,
         "fingerprint": config.stack.fingerprint(),
         "workers": config.workers,
         "files_found": n_files,
@@ -275,6 +292,14 @@ def format_summary(report: dict) -> str:
             cells = "".join(str(counts.get(label, 0)).rjust(width + 1) for label in labels)
             lines.append("  " + split.ljust(7) + cells + str(sum(counts.values())).rjust(8))
     lines.append(f"  stacks total: {report['stacks_total']}")
+    relabelled = report.get("labels") or {}
+    if any(relabelled.get(k) for k in ("corrected", "mapped", "dropped")):
+        origin = f" ({relabelled['corrections_file']})" if relabelled.get("corrections_file") else ""
+        lines.append(f"  labels: {relabelled['corrected']} corrected{origin}, {relabelled['mapped']} mapped, "
+                     f"{relabelled['dropped']} dropped")
+    if relabelled.get("unused_corrections"):
+        unused = relabelled["unused_corrections"]
+        lines.append(f"  warning: {len(unused)} correction(s) name no file found, e.g. {unused[0]}")
     if report["skipped_by_reason"]:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in report["skipped_by_reason"].items())
         lines.append(f"  skipped: {reasons}   (details in {Path(report['out']) / REPORT_NAME})")

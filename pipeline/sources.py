@@ -5,6 +5,8 @@ Layouts accepted (the seed's and the usual dataset ones):
   DIR/happy/any_name.mp4                   label from the folder
   DIR/happy/img.png                        still image -> 1-channel stack
   DIR/train/happy/img.png, DIR/test/...    a dataset that already has its splits keeps them
+  DIR/Actor_01/01-01-03-01-01-01-01.mp4    RAVDESS names; DIR/1001_DFA_ANG_XX.flv: CREMA-D names
+                                           (``labelling``: label and actor from the name)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.config import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from pipeline.labelling import Layout, Relabeller, dataset_name
 
 Kind = Literal["video", "image"]
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -32,6 +35,7 @@ class Source:
     video_id: str
     kind: Kind
     split: str | None = None  # fixed by a train/ val/ test/ folder, else assigned later
+    group: str | None = None  # the person in it, where the layout says (RAVDESS, CREMA-D actors)
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,16 @@ def _kind(path: Path) -> Kind | None:
     return None
 
 
-def discover(root: Path, labels: tuple[str, ...] = ()) -> tuple[list[Source], list[Rejected]]:
+def discover(root: Path, labels: tuple[str, ...] = (), layout: Layout = "auto",
+             relabeller: Relabeller | None = None) -> tuple[list[Source], list[Rejected]]:
     """List every usable file under ``root`` (sorted, so runs are reproducible).
 
     ``labels``, when given, is the closed set of classes: anything else is rejected as an unknown
-    label instead of silently becoming a new class.
+    label instead of silently becoming a new class. ``relabeller`` applies label corrections and the
+    label map first.
     """
     allowed = {normalise_label(x) for x in labels}
+    relabeller = relabeller or Relabeller()
     sources: list[Source] = []
     rejected: list[Rejected] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -78,7 +85,16 @@ def discover(root: Path, labels: tuple[str, ...] = ()) -> tuple[list[Source], li
         split = None
         if folders and folders[0].lower() in SPLIT_FOLDERS:
             split = SPLIT_FOLDERS[folders.pop(0).lower()]
-        if folders:
+        group = None
+        if (named := dataset_name(path.stem, layout)) is not None:
+            if not named.label:
+                rejected.append(Rejected(rel, "a RAVDESS / CREMA-D name with an unknown emotion code"))
+                continue
+            label, video_id, group = named.label, path.stem, named.group
+        elif layout in ("ravdess", "cremad"):
+            rejected.append(Rejected(rel, f"not a {layout} file name"))
+            continue
+        elif folders:
             label = folders[-1]
             video_id = path.stem
         else:
@@ -87,9 +103,13 @@ def discover(root: Path, labels: tuple[str, ...] = ()) -> tuple[list[Source], li
                 rejected.append(Rejected(rel, "no label: name it <Label>_<id>.<ext> or put it in a <label>/ folder"))
                 continue
             label, video_id = match["label"], match["id"]
-        label = normalise_label(label)
-        if allowed and label not in allowed:
-            rejected.append(Rejected(rel, f"unknown label {label!r} (allowed: {', '.join(sorted(allowed))})"))
+        final, why = relabeller.apply(rel, normalise_label(label))
+        if final is None:
+            rejected.append(Rejected(rel, why))
             continue
-        sources.append(Source(path=path, rel=rel, label=label, video_id=video_id, kind=kind, split=split))
+        if allowed and final not in allowed:
+            rejected.append(Rejected(rel, f"unknown label {final!r} (allowed: {', '.join(sorted(allowed))})"))
+            continue
+        sources.append(Source(path=path, rel=rel, label=final, video_id=video_id, kind=kind, split=split,
+                              group=group))
     return sources, rejected

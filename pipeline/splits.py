@@ -87,6 +87,9 @@ def assign_splits(sources: list[Source], settings: SplitSettings) -> dict[str, s
             result[src.rel] = "val" if (src.video_id in val_ids or src.path.stem in val_ids) else "train"
         else:
             free[src.label].append(src)
+    if settings.by == "actor":
+        result.update(_split_by_actor([s for group in free.values() for s in group], settings))
+        return result
     for label in sorted(free):
         group = free[label]
         rng = random.Random(f"{settings.seed}:{label}")
@@ -100,3 +103,17 @@ def assign_splits(sources: list[Source], settings: SplitSettings) -> dict[str, s
             result[group[idx].rel] = split
     return result
 
+
+
+def _split_by_actor(sources: list[Source], settings: SplitSettings) -> dict[str, str]:
+    """Whole people to val and test, so that no face is seen in training and judged in validation."""
+    missing = sorted({s.rel for s in sources if s.group is None})
+    if missing:
+        raise SplitFileError(f"--split-by actor needs file names that say who is in them (RAVDESS, CREMA-D); "
+                             f"{len(missing)} do not, e.g. {missing[0]}")
+    actors = sorted({s.group for s in sources if s.group is not None})
+    rng = random.Random(f"{settings.seed}:actors")
+    rng.shuffle(actors)
+    n_val, n_test = _counts(len(actors), settings.val_fraction, settings.test_fraction)
+    split_of = {a: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, a in enumerate(actors)}
+    return {s.rel: split_of[s.group] for s in sources if s.group is not None}
