@@ -10,6 +10,7 @@
     python cli.py live --camera 0                          rolling prediction from a camera
     python cli.py export runs/<name> --onnx model.onnx     ONNX (or compact int8) copy of a model
     python cli.py fetch                                    download and safely unzip the dataset (DATASET_DOWNLOAD_ID)
+    python cli.py scrape --labels Happy,Sad --limit 20     labelled clips from Pexels/Pixabay (keys in .env)
 
 Run `python cli.py COMMAND --help` for the options of a stage.
 """
@@ -39,6 +40,7 @@ from pipeline.config import (  # noqa: E402
 from pipeline.console import fail as _fail  # noqa: E402
 from pipeline.predict_commands import add_export, add_live, add_predict  # noqa: E402
 from scrapers.fetch_command import add_fetch  # noqa: E402
+from scrapers.scrape_command import add_scrape  # noqa: E402
 
 _STACK_DEFAULTS = {f.name: f.default for f in fields(StackSettings)}
 _SPLIT_DEFAULTS = {f.name: f.default for f in fields(SplitSettings)}
@@ -371,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_live(sub)
     add_export(sub)
     add_fetch(sub)
+    add_scrape(sub)
     return parser
 
 

@@ -1,1 +1,1 @@
-"""Dataset acquisition (`cli.py fetch`, `cli.py scrape`): not built yet, see the open issues."""
+"""Getting data: `cli.py fetch` (a zipped dataset, safely extracted) and `cli.py scrape` (stock-footage APIs)."""
