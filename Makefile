@@ -15,7 +15,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 setup: $(STAMP)
 
-test: setup
+RAY_STAMP := $(VENV)/.ray-installed
+# The optional Ray extra, so that tests/test_grid.py also runs a grid on a real local Ray runtime.
+$(RAY_STAMP): $(STAMP) requirements-ray.txt
+	$(PY) -m pip install --quiet -r requirements-ray.txt
+	touch $(RAY_STAMP)
+
+test: setup $(RAY_STAMP)
 	$(PY) -m pytest
 
 # The README's first command: a journal-style clip made from a real face photo that ships with a dependency
