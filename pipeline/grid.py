@@ -5,7 +5,8 @@ before anything runs. Each interval's stacks are prepared once (``prepare``'s ca
 each cell is an ordinary run folder, ``grids/<name>/runs/<cell>/``, that `evaluate` and `predict` accept.
 
 Resumable: a cell whose folder holds a finished run (``grid_cell.json`` says ``done``) with the same
-settings is not trained again; an interrupted cell continues from its ``last.pt``; a failed cell is
+settings, trained on the same stacks (``grid_cell.json`` keeps their identity: ``stacks_identity``), is not
+trained again; an interrupted cell continues from its ``last.pt``; a failed cell is
 recorded there with its error, the other cells go on, and the next run tries it again. ``--force``
 trains every cell from scratch.
 
@@ -20,6 +21,7 @@ import argparse
 import dataclasses
 import difflib
 import functools
+import hashlib
 import itertools
 import json
 import os
@@ -215,6 +217,10 @@ def read_grid_file(path: Path) -> dict:
                 data = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise GridError(f"grid file {path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise GridError(f"grid file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except OSError as exc:
+            raise GridError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
     elif suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -222,6 +228,10 @@ def read_grid_file(path: Path) -> dict:
             raise GridError(f"grid file {path}: YAML needs PyYAML (pip install pyyaml); or write it as TOML") from None
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise GridError(f"grid file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except OSError as exc:
+            raise GridError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             first = str(exc).strip().replace("\n", " ")
             raise GridError(f"grid file {path} is not valid YAML: {first}") from None
@@ -530,6 +540,61 @@ def check_stacks_readable(data: Path) -> None:
         raise GridError(f"worker {host} cannot read stack {missing}: {hint}")
 
 
+# Prepare's split settings (as prepare_report.json names them) -> the grid's flag for each.
+SPLIT_FLAGS = {"val_ids": "--val-ids", "split_file": "--split-file", "val_fraction": "--val-fraction",
+               "test_fraction": "--test-fraction", "seed": "--split-seed", "by": "--split-by"}
+
+
+def _split_dict(config: PrepareConfig) -> dict:
+    """The split settings as ``prepare`` writes them into prepare_report.json."""
+    split = config.split
+    return {"val_ids": list(split.val_ids), "val_fraction": split.val_fraction, "test_fraction": split.test_fraction,
+            "seed": split.seed, "split_file": str(split.split_file) if split.split_file else None, "by": split.by}
+
+
+def stacks_identity(data: Path) -> dict:
+    """What a stack folder holds: a hash of its manifest.csv (every stack, its split and its settings
+    fingerprint) and the stack and split settings its prepare_report.json names. A cell keeps it in its
+    grid_cell.json, so a cell trained on other stacks is never reported as if trained on these."""
+    folder = Path(data)
+    try:
+        manifest = hashlib.sha256((folder / "manifest.csv").read_bytes()).hexdigest()[:16]
+    except OSError:
+        manifest = None
+    try:
+        report = json.loads((folder / "prepare_report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        report = {}
+    report = report if isinstance(report, dict) else {}
+    return {"manifest": manifest, "settings": report.get("settings"), "split": report.get("split_settings")}
+
+
+def planned_stacks(config: PrepareConfig) -> dict:
+    """The identity the grid's own `prepare` gives a stack folder (the manifest is known only once it ran)."""
+    return {"manifest": None, "settings": config.stack.to_dict(), "split": _split_dict(config)}
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))  # tuples -> lists, as read back from JSON
+
+
+def stacks_changes(then: dict | None, now: dict, folder: Path) -> list[str]:
+    """How the stacks a cell was trained on (``then``) differ from ``now``: flags, or the folder; [] if same
+    (or unknown: a cell recorded before identities were kept)."""
+    if not isinstance(then, dict):
+        return []
+    changed = []
+    for key, flags in (("settings", None), ("split", SPLIT_FLAGS)):
+        old, new = then.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            old, new = _plain(old), _plain(new)
+            changed += sorted((flags or {}).get(k, "--" + k.replace("_", "-"))
+                              for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not changed and then.get("manifest") and now.get("manifest") and then["manifest"] != now["manifest"]:
+        changed.append(f"other stacks in {folder}: prepared again since")
+    return changed
+
+
 def _clear_cell_dir(run_dir: Path) -> None:
     """--force: the grid deletes its own cell folders (only ones that look like a cell)."""
     if not run_dir.exists():
@@ -545,6 +610,17 @@ def _count_parameters(run_dir: Path) -> int:
     from models.network import count_parameters
 
     return count_parameters(model_from_checkpoint(load_checkpoint(run_dir / "best.pt")))
+
+
+def _history_seconds(run_dir: Path) -> float:
+    """Seconds of every epoch in history.csv: a resumed cell's training time counts all its sessions."""
+    import csv
+
+    try:
+        with open(run_dir / "history.csv", newline="", encoding="utf-8") as fh:
+            return sum(float(row.get("time_seconds") or 0) for row in csv.DictReader(fh))
+    except (OSError, ValueError):
+        return 0.0
 
 
 def run_cell(task: CellTask) -> CellOutcome:
@@ -566,15 +642,21 @@ def run_cell(task: CellTask) -> CellOutcome:
         else:
             print(message, flush=True)
 
+    import torch
+
+    threads_before = torch.get_num_threads()  # run_train sets the process's torch threads: put them back
     try:
         check_stacks_readable(config.data)
         if task.mode == "force":
             _clear_cell_dir(run_dir)
-        (run_dir / CELL_FILE).unlink(missing_ok=True)
+        # Which stacks this cell trains on, kept from the start: a cell whose worker dies still says so.
+        record["stacks"] = stacks_identity(config.data)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_cell_record(run_dir, {**record, "status": "running"})
         config = dataclasses.replace(config, resume=task.mode == "resume", overwrite=False,
                                      threads=task.threads or config.threads)
         result = run_train(config, log=log)
-        seconds = time.perf_counter() - started
+        seconds = _history_seconds(run_dir) or time.perf_counter() - started
         record.update(status="done", error="", train_seconds=round(seconds, 2), epochs=result.state.epoch,
                       best_epoch=result.state.best_epoch, parameters=_count_parameters(run_dir),
                       threads=config.threads, device=str(config.device))
@@ -584,6 +666,8 @@ def run_cell(task: CellTask) -> CellOutcome:
         error = str(exc) if isinstance(exc, (TrainError, GridError)) else f"{type(exc).__name__}: {exc}"
         record.update(status="failed", error=error.strip().splitlines()[0] if error.strip() else type(exc).__name__,
                       traceback=traceback.format_exc(limit=6)[-3000:])
+    finally:
+        torch.set_num_threads(threads_before)
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     try:
         write_cell_record(run_dir, record)
@@ -607,19 +691,24 @@ def _changed_settings(cell: Cell) -> list[str]:
         return []
     now = cell.config.to_dict()
     for d in (now, then):
-        if d.get("data"):
-            d["data"] = str(Path(d["data"]).resolve())
+        for key in ("data", "weights", "init"):  # relative here, absolute in a Ray cell's config.json
+            if d.get(key):
+                d[key] = str(Path(d[key]).resolve())
     return sorted(k for k in then if k not in RESUME_MAY_CHANGE and now.get(k) != then[k])
 
 
-def cell_mode(cell: Cell, force: bool) -> str:
-    """What this run does with a cell: skip (finished, same settings), resume, fresh or force."""
+def cell_mode(cell: Cell, force: bool, stacks: dict | None = None) -> str:
+    """What this run does with a cell: skip (finished, same settings and stacks), resume, fresh or force.
+
+    ``stacks``: the identity of the stacks the cell would train on (default: its stack folder's now)."""
     if force:
         return "force"
     record = read_cell_record(cell.run_dir)
     has_last = (cell.run_dir / "last.pt").is_file()
-    if record.get("status") == "failed" and _changed_settings(cell):
-        return "force"  # a failed cell tried again with other settings starts from scratch
+    if record.get("status") == "failed" and (_changed_settings(cell) or stacks_changes(
+            record.get("stacks"), stacks_identity(cell.config.data) if stacks is None else stacks,
+            Path(cell.config.data))):
+        return "force"  # a failed cell tried again with other settings or stacks starts from scratch
     if record.get("status") == "done" and (cell.run_dir / "best.pt").is_file():
         try:
             then = json.loads((cell.run_dir / "config.json").read_text(encoding="utf-8"))
@@ -641,15 +730,26 @@ class GridResult:
     markdown: str
 
 
-def check_existing(plan: Plan) -> None:
-    """Refuse to mix: finished cells of this grid trained with other settings need --force or another --name."""
+def check_existing(plan: Plan, stacks: dict[int, dict] | None = None) -> None:
+    """Refuse to mix: cells of this grid trained with other settings, or on other stacks, need --force or
+    another --name (a failed cell is simply trained again from scratch).
+
+    ``stacks``: interval -> the identity of its stacks (``stacks_identity``); default: what the grid's
+    `prepare` will make (``planned_stacks``), or with --no-prepare what the stack folders hold now."""
     if plan.spec.force:
         return
+    if stacks is None:
+        stacks = {k: planned_stacks(config) if plan.spec.prepare else stacks_identity(config.out)
+                  for k, config in plan.prepares.items()}
     stale = []
     for cell in plan.cells:
-        changed = _changed_settings(cell)
-        if changed and read_cell_record(cell.run_dir).get("status") != "failed":
-            stale.append(f"{cell.id} ({', '.join('--' + k.replace('_', '-') for k in changed)})")
+        record = read_cell_record(cell.run_dir)
+        if record.get("status") == "failed":
+            continue
+        changed = ['--' + k.replace('_', '-') for k in _changed_settings(cell)]
+        changed += stacks_changes(record.get("stacks"), stacks[cell.interval], plan.prepares[cell.interval].out)
+        if changed:
+            stale.append(f"{cell.id} ({', '.join(changed)})")
     if stale:
         raise GridError(f"{plan.spec.out} already holds cells trained with other settings: {'; '.join(stale[:3])}"
                         f"{' ...' if len(stale) > 3 else ''}; rerun with --force to train them again, or choose "
@@ -711,7 +811,9 @@ def run_grid(spec: GridSpec, log: Callable[[str], None] = print) -> GridResult:
     atomic_write_text(spec.out / SPEC_FILE, json.dumps({**spec.to_dict(), "cells": [c.id for c in plan.cells]},
                                                        indent=2) + "\n")
     classes = _prepare_all(plan, log)
-    modes = {cell.id: cell_mode(cell, spec.force) for cell in plan.cells}
+    stacks = {k: stacks_identity(config.out) for k, config in plan.prepares.items()}
+    check_existing(plan, stacks)  # again, on the stacks as prepared: other clips, or a `prepare` in between
+    modes = {cell.id: cell_mode(cell, spec.force, stacks[cell.interval]) for cell in plan.cells}
     reused = [cid for cid, mode in modes.items() if mode == "skip"]
     todo = [cell for cell in plan.cells if modes[cell.id] != "skip"]
     log(f"grid {spec.name}: {len(plan.cells)} cells, {len(reused)} finished earlier, {len(todo)} to train "

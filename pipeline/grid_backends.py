@@ -1,8 +1,11 @@
 """Where the cells of a grid run: in this process, in local processes (joblib), or on a Ray cluster.
 
 Local, ``--jobs N``: N joblib (loky) processes, one cell each at a time. Each process gets
-cores // N torch threads (``TrainConfig.threads``) and joblib caps the OpenMP/BLAS pools of its workers
-to the same number (``inner_max_num_threads``), so N jobs never run more threads than there are cores.
+cores // N torch threads (``TrainConfig.threads``) and the OpenMP/BLAS pools of the workers are capped
+to the same number (joblib's thread variables), so N jobs never run more threads than there are cores.
+A worker that dies (killed for memory, a crash in native code) fails only its own cell: the cells that
+were running beside it are run again one at a time to find the one that kills its worker, and the
+cells not started yet go on in a fresh pool.
 ``--jobs 1`` trains in this process, with the epoch progress bar under the grid's bar.
 
 Ray, ``--backend ray [--address ADDR]``: one Ray task per cell. On a cluster with GPUs each task asks
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,7 @@ from pipeline.grid import (
 )
 
 # Not shipped to Ray workers with the code: data, results, environments, caches.
-RAY_EXCLUDES = [".venv", ".git", "data", "runs", "grids", "models/default", "benchmarks/out", "**/__pycache__",
+RAY_EXCLUDES = [".venv", ".env", ".git", "data", "runs", "grids", "models/default", "benchmarks/out", "**/__pycache__",
                 ".pytest_cache", ".ruff_cache", "*.pt", "*.tiff", "*.mp4"]
 
 
@@ -87,13 +91,15 @@ def run_tasks(fn: Callable[[CellTask], CellOutcome], tasks: list[CellTask], spec
 
 
 def _record_failure(task: CellTask, outcome: CellOutcome) -> None:
-    """A cell whose worker died before it could write its own record gets one from here."""
+    """A cell whose worker died before it could write its own record gets one from here (a finished
+    cell's record is never replaced; what the worker recorded, e.g. its stacks, is kept)."""
     run_dir = task.config.run_dir
-    if read_cell_record(run_dir).get("status") == outcome.status:
+    record = read_cell_record(run_dir)
+    if record.get("status") in (outcome.status, "done"):
         return
     try:
-        write_cell_record(run_dir, {"cell": task.cell, "status": outcome.status, "error": outcome.error,
-                                    "host": outcome.host})
+        write_cell_record(run_dir, {**record, "cell": task.cell, "status": outcome.status, "error": outcome.error,
+                                    "host": outcome.host or record.get("host", "")})
     except OSError:
         pass
 
@@ -111,13 +117,88 @@ def _run_local(fn: Callable[[CellTask], CellOutcome], tasks: list[CellTask], job
             if outcome.status == "interrupted":
                 return
         return
-    from joblib import Parallel, delayed, parallel_config
-
     threads = threads_per_job(jobs)
     tasks = [dataclasses.replace(t, threads=t.threads or t.config.threads or threads) for t in tasks]
-    with parallel_config(backend="loky", inner_max_num_threads=threads):
-        for outcome in Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(fn)(t) for t in tasks):
-            done(outcome)
+    env = _worker_env(threads)
+    queue = deque(tasks)
+    pools: list[Any] = []
+    try:
+        while queue:
+            crashed, error = _pool_round(fn, queue, jobs, env, done, pools)
+            if len(crashed) == 1:
+                done(CellOutcome(crashed[0].cell, "failed", f"its worker process died: {error}"))
+                continue
+            for task in crashed:  # several were running when one worker died: each again, alone
+                again, error = _pool_round(fn, deque([_retry(task)]), 1, env, done, pools)
+                if again:
+                    done(CellOutcome(task.cell, "failed", f"its worker process died: {error}"))
+    finally:
+        if pools:  # loky's reusable pool would otherwise idle on after the grid
+            pools[-1].shutdown(wait=True)
+
+
+def _worker_env(threads: int) -> dict[str, str]:
+    """What joblib's ``inner_max_num_threads`` sets in its workers: OpenMP/BLAS pools of ``threads``."""
+    from joblib.parallel import ParallelBackendBase
+
+    env = {var: str(threads) for var in ParallelBackendBase.MAX_NUM_THREADS_VARS}
+    if ParallelBackendBase.TBB_ENABLE_IPC_VAR not in os.environ:
+        env[ParallelBackendBase.TBB_ENABLE_IPC_VAR] = "1"
+    return env
+
+
+def _retry(task: CellTask) -> CellTask:
+    """A cell whose worker was killed under it goes on from its last.pt, where it got that far."""
+    if task.mode == "fresh" and (task.config.run_dir / "last.pt").is_file():
+        return dataclasses.replace(task, mode="resume")
+    return task
+
+
+def _pool_round(fn: Callable[[CellTask], CellOutcome], queue: deque[CellTask], workers: int,
+                env: dict[str, str], done: Callable[[CellOutcome], None],
+                pools: list[Any]) -> tuple[list[CellTask], str]:
+    """Run the queue's cells on a loky pool, at most ``workers`` at a time, until it is empty or a worker
+    dies; then returns the cells that were running (the rest stay in the queue) and the error."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from joblib.externals.loky import get_reusable_executor
+    from joblib.externals.loky.process_executor import BrokenProcessPool
+
+    executor = get_reusable_executor(max_workers=workers, env=env, reuse=True)
+    pools.append(executor)
+    running: dict[Any, CellTask] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                task = queue.popleft()
+                running[executor.submit(fn, task)] = task
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            broken: list[CellTask] = []
+            error = ""
+            for future in finished:
+                task = running.pop(future)
+                try:
+                    done(future.result())
+                except BrokenProcessPool as exc:
+                    broken.append(task)
+                    error = _error_line(exc)
+                except Exception as exc:  # e.g. the task could not be sent to the worker
+                    done(CellOutcome(task.cell, "failed", _error_line(exc)))
+            if broken:
+                # the pool is gone: every cell still running ends with it (or has just finished)
+                finished, _ = wait(list(running), timeout=60)
+                for future in finished:
+                    task = running.pop(future)
+                    if future.exception() is None:
+                        done(future.result())
+                    else:
+                        broken.append(task)
+                executor.shutdown(wait=False, kill_workers=True)
+                return broken + list(running.values()), error
+    except BaseException:  # Ctrl-C: the workers go too
+        executor.shutdown(wait=False, kill_workers=True)
+        raise
+    return [], ""
 
 
 # -- Ray ----------------------------------------------------------------------------------------------
@@ -143,6 +224,11 @@ def cell_resources(ray: Any, tasks: list[CellTask], in_flight: int) -> tuple[int
     node_cpus = max((int(r.get("CPU", 1)) for r in nodes), default=1)
     total = int(ray.cluster_resources().get("CPU", 1))
     return max(1, min(node_cpus, total // max(1, in_flight))), 0
+
+
+def _error_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
 def _ray_error(exc: BaseException) -> str:

@@ -154,6 +154,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
             require_ray()
     except GridError as exc:
         return fail(str(exc), 2)
+    except UnicodeDecodeError as exc:
+        return fail(f"{args.config or 'grid'}: not UTF-8 text ({exc.reason})", 2)
+    except OSError as exc:  # a grid file, a stack folder or a cell record that cannot be read
+        where = f" {exc.filename}" if exc.filename else ""
+        return fail(f"cannot read{where}: {exc.strerror or exc}", 2)
     if args.dry_run:
         from pipeline.grid import cell_mode
 
@@ -169,6 +174,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
         return fail(str(exc), 130)
     except GridError as exc:
         return fail(str(exc), 1)
+    except OSError as exc:  # grids/<name> or a stack folder that cannot be written or read
+        where = f" {exc.filename}" if exc.filename else ""
+        return fail(f"cannot write or read{where}: {exc.strerror or exc}", 1)
     from pipeline.grid_results import ACCURACY_HEADING, UAR_HEADING, table_section
 
     print()

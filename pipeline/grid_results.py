@@ -97,6 +97,9 @@ def measure_latency(cell: Cell, clips: list[Path], device: str) -> dict:
             times.append(time.perf_counter() - started)
     except (ModelLoadError, PredictError, TrainError) as exc:
         return {"latency_error": str(exc)}
+    except Exception as exc:  # anything else: this cell has no latency, the results are written all the same
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        return {"latency_error": f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"}
     return {"latency_ms": round(1000 * statistics.median(times), 1), "latency_clips": len(times),
             "latency_device": str(torch_device)}
 
@@ -155,7 +158,8 @@ def _layout(results: list[CellResult]) -> tuple[list[tuple], list[str], dict[tup
 
 
 def _column_header(backbone: str, cells: list[CellResult]) -> str:
-    counts = sorted({_millions(r.record["parameters"]) for r in cells if r.ok and r.record.get("parameters")})
+    counts = sorted({_millions(r.record["parameters"]) for r in cells if r.ok and r.record.get("parameters")},
+                    key=lambda text: float(text.split()[0]))  # by value: 9.8 M before 10.2 M
     if not counts:
         return backbone
     return f"{backbone} ({counts[0] if len(counts) == 1 else counts[0] + '–' + counts[-1]})"

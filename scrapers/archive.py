@@ -10,6 +10,7 @@ at any point leaves the target as it was and removes the temporary folder.
 
 from __future__ import annotations
 
+import lzma
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import stat
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,6 +37,15 @@ JUNK_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 class ArchiveError(Exception):
     """The archive is unreadable, unsafe or over a limit; nothing was extracted."""
+
+
+class CorruptArchiveError(ArchiveError):
+    """The archive's bytes are damaged (bad compressed data, CRC mismatch, truncated): download it again."""
+
+
+# What zipfile lets through from damaged data: its own BadZipFile (bad CRC, bad headers) and the
+# decompressors' errors (deflate, bzip2, lzma), EOFError for a stream that ends early.
+_CORRUPT = (zipfile.BadZipFile, zlib.error, EOFError, lzma.LZMAError)
 
 
 @dataclass(frozen=True)
@@ -181,12 +192,15 @@ def extract_zip(archive: Path, dest: Path, limits: Limits = Limits(), *, replace
     ``on_total`` gets the declared total size before extraction starts (for a progress bar).
     """
     archive, dest = Path(archive), Path(dest)
+    if archive.resolve() == dest.resolve() or dest.resolve() in archive.resolve().parents:
+        # Replacing dest would delete the archive and everything beside it.
+        raise ArchiveError(f"cannot extract into {dest}: it is or contains the archive {archive}")
     if dest.exists() and not replace:
         raise ArchiveError(f"{dest} already exists")
     try:
         zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as exc:
-        raise ArchiveError(f"{archive} is not a zip archive ({exc})") from exc
+    except _CORRUPT as exc:
+        raise CorruptArchiveError(f"{archive} is not a readable zip archive ({exc})") from exc
     with zf:
         entries, junk = check_archive(zf, archive.stat().st_size, limits)
         declared = sum(e.info.file_size for e in entries)
@@ -210,8 +224,8 @@ def extract_zip(archive: Path, dest: Path, limits: Limits = Limits(), *, replace
                 written += _copy_entry(zf, entry, target, limits.max_bytes - written, progress or (lambda n: None))
                 _set_mtime(target, entry.info)
             _move_into_place(tmp, dest, replace)
-        except zipfile.BadZipFile as exc:
-            raise ArchiveError(f"{archive} is corrupt: {exc}") from exc
+        except _CORRUPT as exc:  # a flipped bit in the download: its compressed data or CRC does not check out
+            raise CorruptArchiveError(f"{archive.name} is corrupt ({type(exc).__name__}: {exc})") from exc
         except (NotImplementedError, RuntimeError) as exc:  # unsupported compression method, encryption
             raise ArchiveError(f"cannot extract {archive}: {exc}") from exc
         except OSError as exc:
@@ -258,7 +272,7 @@ def matches_archive(archive: Path, dest: Path) -> bool:
     try:
         with zipfile.ZipFile(archive) as zf:
             entries, _ = check_archive(zf, Path(archive).stat().st_size, Limits(max_bytes=2**62, max_ratio=2**62))
-    except (zipfile.BadZipFile, ArchiveError, OSError):
+    except (*_CORRUPT, ArchiveError, OSError):
         return False
     for entry in entries:
         target = dest.joinpath(*entry.relative.parts)

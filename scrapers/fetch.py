@@ -3,17 +3,28 @@
 Steps, each safe to interrupt and rerun:
 
 1. Source: ``--id`` / ``--url``, else ``DATASET_DOWNLOAD_ID`` from the environment or ``.env``.
-2. Download with gdown into ``<out>/<name>.download`` (gdown itself writes ``...<random>.part``
-   and renames when the body is complete). An interrupted download leaves only the ``.part``
-   file; the next run resumes it with an HTTP Range request (gdown does this for any server that
-   answers 206, Drive or not). A server that ignores Range makes gdown refuse to splice; then the
-   partial is dropped and the file downloaded again from the start.
+2. Download with gdown into ``<out>/<name>.<key>.download``, where ``<key>`` is a short hash of
+   the source (gdown itself writes ``...<random>.part`` and renames when the body is complete).
+   An interrupted download leaves only the ``.part`` file; the next run *with the same source*
+   resumes it with an HTTP Range request (gdown does this for any server that answers 206, Drive
+   or not). A partial of another source never matches the name, so it is never spliced onto this
+   one. A server that ignores Range makes gdown refuse to splice; then the partial is dropped and
+   the file downloaded again from the start.
 3. Check the SHA-256 (``--sha256``) and that the file is a zip, then rename it to ``<out>/<name>``:
-   the final name only ever holds a complete, checked archive. A file that fails a check is kept
-   as ``<name>.rejected`` for inspection, never under the final name.
+   the final name only ever holds a complete, checked archive. A file that fails a check (or
+   turns out corrupt while extracting) is kept as ``<name>.rejected`` for inspection, never under
+   the final name, so the next run downloads again.
 4. Extract with :mod:`scrapers.archive` (all checks first, temporary folder, rename into place).
+   The target may not be ``--out`` or hold it (nor the archive), and an existing folder is only
+   ever replaced (``--force``) when this source's record says this command extracted it there.
 5. Record what was done in ``<out>/.fetch-<key>.json``, so a rerun with the same source finds
    the archive and its extraction and does nothing, without touching the network.
+
+An archive already under the final name is used only when this source's record names it with the
+same SHA-256, or when it matches ``--sha256``. Two sources whose files have the same name (the
+dataset moved to a new link, still ``clips.zip``) are not confused: the second one stops with an
+error that says whose file is there and what to do (move it away, or use another ``--out``);
+nothing is overwritten. Messages and the record never hold a URL's query string or user:password.
 """
 
 from __future__ import annotations
@@ -27,11 +38,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 from scrapers.archive import (
     PARTIAL_MARK,
     ArchiveError,
+    CorruptArchiveError,
     ExtractResult,
     Limits,
     current_umask,
@@ -85,8 +97,36 @@ class Source:
     def key(self) -> str:
         return hashlib.sha256(f"{self.kind}:{self.value}".encode()).hexdigest()[:16]
 
+    @property
+    def public(self) -> str:
+        """The value without secrets: a URL loses its user:password@ and its query string."""
+        return self.value if self.kind == "id" else redact_url(self.value)
+
     def __str__(self) -> str:
-        return f"{'Drive id' if self.kind == 'id' else 'URL'} {self.value} (from {self.origin})"
+        return f"{'Drive id' if self.kind == 'id' else 'URL'} {self.public} (from {self.origin})"
+
+
+def redact_url(url: str) -> str:
+    """``url`` for messages and records: no user:password@, no query string or fragment (tokens live there)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unreadable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + ("?..." if parts.query else "")
+
+
+_USERINFO = re.compile(r"(?<=://)[^/\s@]+@")
+_QUERY = re.compile(r"\?[^\s'\"<>)\]]+")
+
+
+def scrub(text: str) -> str:
+    """Remove user:password@ and query strings from text that came from a library (it may quote the URL)."""
+    return _QUERY.sub("?...", _USERINFO.sub("", text))
 
 
 def check_url(url: str) -> str:
@@ -97,7 +137,7 @@ def check_url(url: str) -> str:
     elif parsed.scheme == "http" and parsed.hostname in LOOPBACK:
         pass
     else:
-        raise ConfigError(f"not an https URL: {url!r} (plain http is accepted only for localhost)")
+        raise ConfigError(f"not an https URL: {redact_url(url)!r} (plain http is accepted only for localhost)")
     if parsed.hostname == "drive.google.com" and "/folders/" in parsed.path:
         raise ConfigError("Google Drive folder links are not supported: share the zip file itself and use its link")
     return url
@@ -168,7 +208,12 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 def _download_error(exc: BaseException, source: Source) -> FetchError:
-    """Turn what gdown / requests raise into one sentence that says what to do."""
+    """Turn what gdown / requests raise into one sentence that says what to do (no secrets of the URL in it)."""
+    error = _describe_download_error(exc, source)
+    return FetchError(scrub(str(error)))
+
+
+def _describe_download_error(exc: BaseException, source: Source) -> FetchError:
     import requests
     from gdown.exceptions import DownloadError, FileURLRetrievalError
 
@@ -209,10 +254,31 @@ def partial_files(output: Path) -> list[Path]:
 
 
 def _gdown_download(source: Source, output: Path, *, quiet: bool, retries: int, final: Path) -> None:
+    """gdown, always quiet (its "From:" line prints the whole URL, tokens and all): our own lines and bar instead."""
     import gdown
+    from tqdm import tqdm
 
-    gdown.download(url=source.url, output=str(output), quiet=quiet, resume=True, retries=retries,
-                   timeout=TIMEOUT, log_messages={"output": f"To: {final.resolve()}\n"})
+    bar = None
+    if not quiet:
+        kept = partial_files(output)
+        if kept:
+            print(f"Resume: {kept[0]}", file=sys.stderr)
+        print(f"From: {source.public if source.kind == 'url' else source.url}", file=sys.stderr)
+        print(f"To: {final.resolve()}", file=sys.stderr)
+        bar = tqdm(unit="B", unit_scale=True, file=sys.stderr)
+
+    def progress(done: int, total: int | None) -> None:
+        if bar is not None:
+            if total and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        gdown.download(url=source.url, output=str(output), quiet=True, resume=True, retries=retries,
+                       timeout=TIMEOUT, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def download(source: Source, output: Path, *, final: Path, quiet: bool = False, retries: int = DEFAULT_RETRIES,
@@ -338,7 +404,7 @@ def _already_done(state: dict | None, opts: FetchOptions) -> FetchResult | None:
         return FetchResult(archive, state["sha256"], None, nothing_to_do=True) if have_archive else None
     dest = opts.extract_to or default_dest(archive)
     # The archive may have been deleted to save space: the recorded, complete extraction is what counts.
-    if state.get("extracted_to") != str(dest) or not dest.is_dir() or (archive.exists() and not have_archive):
+    if not _same_path(state.get("extracted_to"), dest) or not dest.is_dir() or (archive.exists() and not have_archive):
         return None
     return FetchResult(archive, state["sha256"], dest, nothing_to_do=True)
 
@@ -352,14 +418,46 @@ def _remove_leftovers(dest: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _extract(archive: Path, dest: Path, opts: FetchOptions) -> ExtractResult | None:
-    """Extract unless ``dest`` already holds this archive's files; never overwrite a different ``dest`` silently."""
-    if dest.exists() and not opts.force:
-        if matches_archive(archive, dest):
+def _same_path(a: str | Path | None, b: Path) -> bool:
+    return a is not None and Path(a).resolve() == b.resolve()
+
+
+def _contains(folder: Path, path: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies inside it (after resolving links and '..')."""
+    folder, path = folder.resolve(), path.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_dest(dest: Path, out: Path, archive: Path) -> None:
+    """Refuse an extraction target that is, or holds, the download folder or the archive: replacing it would
+    delete them (and everything beside them)."""
+    for what, path in (("the download folder --out", out), ("the archive", archive)):
+        if _contains(dest, path):
+            raise ConfigError(f"cannot extract to {dest}: it is or contains {what} ({path}); "
+                              "pick an --extract-to folder of its own (default: <out>/<archive name>)")
+
+
+def _extract(archive: Path, dest: Path, opts: FetchOptions, state: dict | None) -> ExtractResult | None:
+    """Extract unless ``dest`` already holds this archive's files; never overwrite a different ``dest`` silently.
+
+    ``--force`` replaces an existing ``dest`` only when this source's record says this command extracted
+    it there: a folder of anyone else's (or of another source) is never deleted.
+    """
+    replace = False
+    if dest.exists():
+        ours = bool(state) and _same_path(state.get("extracted_to"), dest)
+        if opts.force and ours:
+            replace = True
+        elif matches_archive(archive, dest):
             opts.say(f"{dest} already holds the files of {archive.name}: not extracting again")
             return None
-        raise FetchError(f"{dest} already exists and does not match {archive.name}: remove it, pick another "
-                         "--extract-to, or pass --force to replace it")
+        elif opts.force:
+            raise FetchError(f"{dest} already exists and no record says this command extracted {archive.name} "
+                             "there, so --force will not replace it (it may hold other files): remove it "
+                             "yourself or pick another --extract-to")
+        else:
+            raise FetchError(f"{dest} already exists and does not match {archive.name}: remove it, pick another "
+                             "--extract-to, or pass --force to replace it (only if this command extracted it)")
     _remove_leftovers(dest)
     from tqdm import tqdm
 
@@ -369,11 +467,59 @@ def _extract(archive: Path, dest: Path, opts: FetchOptions) -> ExtractResult | N
         bars.append(tqdm(total=total, desc="extract", unit="B", unit_scale=True, disable=opts.quiet, file=sys.stderr))
 
     try:
-        return extract_zip(archive, dest, opts.limits, replace=opts.force, on_total=on_total,
+        return extract_zip(archive, dest, opts.limits, replace=replace, on_total=on_total,
                            progress=lambda n: bars[0].update(n))
     finally:
         for bar in bars:
             bar.close()
+
+
+def _owner_of(out: Path, name: str, source: Source) -> dict | None:
+    """The record of another source that downloaded ``<out>/<name>``, if any."""
+    for path in sorted(out.glob(".fetch-*.json")):
+        if path.name == state_path(out, source).name:
+            continue
+        other = _load_state(path)
+        if other is not None and other["archive"] == name:
+            return other
+    return None
+
+
+def _describe(record: dict) -> str:
+    src = record.get("source") or {}
+    value = str(src.get("value", "?"))
+    return f"Drive id {value}" if src.get("kind") == "id" else f"URL {redact_url(value)}"
+
+
+def _existing_archive(archive: Path, state: dict | None, opts: FetchOptions) -> str | None:
+    """The SHA-256 of an archive already under the final name when it is this source's; None: download it.
+
+    It is this source's when this source's record names it with the same checksum, or when it matches
+    --sha256. Otherwise it stops: a file of the same name from another source (or of unknown origin)
+    is never taken for this one, and never overwritten without being asked.
+    """
+    if not archive.is_file():
+        return None
+    recorded = bool(state) and state["archive"] == archive.name
+    other = None if recorded else _owner_of(opts.out, archive.name, opts.source)
+    if other is not None:  # even with --force: that file and its folder belong to the other source's record
+        raise FetchError(f"{archive} was downloaded from another source ({_describe(other)}), not from "
+                         f"{opts.source}; both name their file {archive.name}: move or delete {archive} "
+                         f"(and its extracted folder), or use another --out")
+    if opts.force:
+        archive.unlink()
+        return None
+    digest = sha256_of(archive)
+    if opts.sha256:
+        if digest != opts.sha256:
+            raise FetchError(f"checksum mismatch for {archive}: expected sha256 {opts.sha256}, got {digest}; "
+                             "delete it or pass --force to download it again")
+    elif not (recorded and state.get("sha256") == digest):
+        why = "it changed since this source downloaded it" if recorded else "no record says it came from this source"
+        raise FetchError(f"{archive} is already there but {why} ({opts.source}): pass --sha256 {digest} "
+                         "to use it as it is, or --force to download it again")
+    opts.say(f"{archive} is already downloaded: not downloading it again")
+    return digest
 
 
 def fetch(opts: FetchOptions) -> FetchResult:
@@ -386,32 +532,37 @@ def fetch(opts: FetchOptions) -> FetchResult:
         return done
     name = state["archive"] if state and not opts.force else archive_name(opts.source)
     archive = out / name
-    staging = archive.with_name(archive.name + ".download")
+    if opts.extract:
+        check_dest(opts.extract_to or default_dest(archive), out, archive)
+    # Keyed by the source: a partial download of another source with the same file name is never resumed.
+    staging = archive.with_name(f"{archive.name}.{opts.source.key}.download")
     if opts.force:
-        for stale in [archive, staging, *partial_files(staging)]:
+        for stale in [staging, *partial_files(staging)]:
             stale.unlink(missing_ok=True)
-    downloaded = False
-    if archive.is_file():
-        opts.say(f"{archive} is already downloaded: not downloading it again")
-        digest = sha256_of(archive)
-        if opts.sha256 and digest != opts.sha256:
-            raise FetchError(f"checksum mismatch for {archive}: expected sha256 {opts.sha256}, got {digest}; "
-                             "delete it or pass --force to download it again")
-    else:
+    digest = _existing_archive(archive, state, opts)
+    downloaded = digest is None
+    if digest is None:
         download(opts.source, staging, final=archive, quiet=opts.quiet, retries=opts.retries, say=opts.say)
         digest = verify(staging, archive, opts.sha256)
-        downloaded = True
     result = FetchResult(archive, digest, None, downloaded=downloaded)
+    record = {"source": {"kind": opts.source.kind, "value": opts.source.public}, "archive": archive.name,
+              "size": archive.stat().st_size, "sha256": digest, "extracted_to": None}
+    if state and state["archive"] == archive.name and state.get("extracted_to"):
+        # What this source extracted before stays its own (the one folder --force may replace).
+        record.update({k: state[k] for k in ("extracted_to", "files", "bytes") if k in state})
+    if record != state:  # the archive is this source's from now on, even if extracting it fails below
+        atomic_write_text(state_file, json.dumps(record, indent=1) + "\n")
     if opts.extract:
         result.dest = opts.extract_to or default_dest(archive)
         try:
-            result.extracted = _extract(archive, result.dest, opts)
+            result.extracted = _extract(archive, result.dest, opts, state)
+        except CorruptArchiveError as exc:
+            raise _reject(archive, archive, f"refused to extract {archive.name}: {exc}; the next run downloads "
+                                            "it again") from exc
         except ArchiveError as exc:
             raise FetchError(f"refused to extract {archive.name}: {exc}") from exc
-    record = {"source": {"kind": opts.source.kind, "value": opts.source.value}, "archive": archive.name,
-              "size": archive.stat().st_size, "sha256": digest,
-              "extracted_to": str(result.dest) if result.dest else None}
-    if result.extracted:
-        record.update(files=result.extracted.files, bytes=result.extracted.bytes)
-    atomic_write_text(state_file, json.dumps(record, indent=1) + "\n")
+        record["extracted_to"] = str(result.dest)
+        if result.extracted:
+            record.update(files=result.extracted.files, bytes=result.extracted.bytes)
+        atomic_write_text(state_file, json.dumps(record, indent=1) + "\n")
     return result

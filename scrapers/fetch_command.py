@@ -32,7 +32,8 @@ def add_fetch(sub: argparse._SubParsersAction) -> None:
             "only when complete and checked (--sha256). Extraction refuses absolute paths, '..', symlinks, "
             "encrypted entries and archives over --max-size or --max-ratio, writes into a temporary folder "
             "and renames it into place when done. A rerun with the same source finds everything in place "
-            "and does nothing.", 78),
+            "and does nothing. An archive of the same name from another source is never reused or "
+            "overwritten: fetch stops and says so.", 78),
         epilog=(
             "examples:\n"
             "  python cli.py fetch                                 (DATASET_DOWNLOAD_ID from .env)\n"
@@ -63,7 +64,8 @@ def add_fetch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retries", type=int, default=3, metavar="N",
                    help="extra attempts after a dropped connection, each resuming (default: %(default)s)")
     p.add_argument("--force", action="store_true",
-                   help="download again and replace the extracted folder, even after a complete run")
+                   help="download again and replace the extracted folder, even after a complete run (only a "
+                   "folder this command extracted for the same source; never --out or a folder holding it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_fetch)
 

@@ -11,10 +11,19 @@ argument (``--base-url NAME=URL`` on the command line), which is how the tests p
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def video_id(value: Any) -> str | None:
+    """The API's id as text when it is safe in a file name (.<provider>_<id>.part); None: skip the hit."""
+    text = str(value).strip()
+    return text if _ID.fullmatch(text) else None
 
 
 class ScrapeError(Exception):
@@ -188,7 +197,8 @@ class Pexels(Provider):
         return SearchPage(videos, page + 1 if more else None, data.get("total_results"))
 
     def _video(self, item: Mapping[str, Any]) -> Video | None:
-        if "id" not in item:
+        vid = video_id(item.get("id"))
+        if vid is None:  # missing, or not usable in a file name (an id is part of the temporary file name)
             return None
         renditions = tuple(
             Rendition(url=f.get("link") or "", width=_int(f.get("width")), height=_int(f.get("height")),
@@ -196,7 +206,7 @@ class Pexels(Provider):
             for f in item.get("video_files") or []
             if (f.get("file_type") or "video/mp4") == "video/mp4")
         user = item.get("user") or {}
-        return Video(provider=self.name, id=str(item["id"]), page_url=item.get("url") or "",
+        return Video(provider=self.name, id=vid, page_url=item.get("url") or "",
                      author=user.get("name") or "", author_url=user.get("url") or "",
                      duration=float(item.get("duration") or 0), renditions=renditions,
                      licence=self.licence, licence_url=self.licence_url)
@@ -234,7 +244,8 @@ class Pixabay(Provider):
         return SearchPage(videos, page + 1 if more else None, total)
 
     def _video(self, item: Mapping[str, Any]) -> Video | None:
-        if "id" not in item:
+        vid = video_id(item.get("id"))
+        if vid is None:  # missing, or not usable in a file name (an id is part of the temporary file name)
             return None
         files = item.get("videos") or {}
         renditions = tuple(  # a missing size comes as an empty URL and size 0
@@ -243,6 +254,6 @@ class Pixabay(Provider):
             for size in self.SIZES if isinstance(f := files.get(size), Mapping) and f.get("url"))
         user, user_id = item.get("user") or "", item.get("user_id")
         author_url = f"https://pixabay.com/users/{user}-{user_id}/" if user and user_id else ""
-        return Video(provider=self.name, id=str(item["id"]), page_url=item.get("pageURL") or "",
+        return Video(provider=self.name, id=vid, page_url=item.get("pageURL") or "",
                      author=user, author_url=author_url, duration=float(item.get("duration") or 0),
                      renditions=renditions, licence=self.licence, licence_url=self.licence_url)

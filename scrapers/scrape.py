@@ -2,10 +2,16 @@
 
 State is what is on disk: ``sources.csv`` (one row per file, with its attribution) and the files it
 names. A (provider, id) with a row whose file exists is done; a rerun skips it and numbers new files
-after the highest existing one. A download goes to a hidden ``.<provider>_<id>.part`` file; its row is
-written first and the file renamed to its final name last, so an interrupted run never leaves half a
-clip under a final name (and a row whose file never arrived is dropped, and fetched again, on the
-next run).
+after the highest existing one. A download goes to a hidden ``.<provider>_<id>.<url hash>.part`` file;
+its row is written first and the file renamed to its final name last, so an interrupted run never leaves
+half a clip under a final name (and a row whose file never arrived is dropped, and fetched again, on the
+next run). A download that breaks keeps its ``.part`` (and a ``.part.json`` with the total size and the
+server's ETag/Last-Modified); the next try, in the same run or a later one, asks only for the rest with
+``Range: bytes=<size>-`` and appends the 206 answer (a 200 answer starts over).
+
+sources.csv is opened by people in spreadsheets: free-text cells that start with = + - @ get a leading
+single quote so they are not run as formulas. API keys are never written: not in sources.csv, not in the
+search cache (an answer that quotes the key back is not cached), and messages name a host[:port] only.
 
 Politeness: 429 answers wait for Retry-After (else exponential backoff, capped), X-Ratelimit-Remaining
 near zero waits for X-Ratelimit-Reset, search answers are cached for 24 hours (Pixabay asks for it),
@@ -31,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from scrapers.providers import (
     AuthError,
@@ -60,6 +67,8 @@ PART = ".part"
 COLUMNS = ["file", "label", "provider", "id", "page_url", "author", "author_url", "licence", "licence_url",
            "query", "duration", "width", "height", "bytes", "rendition", "parent", "start", "end",
            "downloaded_at"]
+# Free text (from the APIs, or the user's queries), as opposed to numbers and names this command makes.
+TEXT_COLUMNS = {"page_url", "author", "author_url", "licence", "licence_url", "query", "rendition"}
 USER_AGENT = "clip-emotion-scrape/0.1 (python-requests)"
 _LABEL_RE = re.compile(r"[A-Za-z][A-Za-z\-]*")
 
@@ -172,6 +181,16 @@ def _reason(exc: Exception, timeout: float) -> str:
     return "connection failed"
 
 
+def _host(url: str) -> str:
+    """host[:port] of ``url`` for messages: never its user:password@, path or query (a key may be there)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "?", parts.port
+    except ValueError:
+        return "?"
+    return f"{host}:{port}" if port else host
+
+
 def _note(message: str) -> None:
     from tqdm import tqdm
 
@@ -252,7 +271,7 @@ class ApiClient:
         cached = self._cache_get(cache)
         if cached is not None:
             return cached
-        host = urlsplit(url).netloc or url
+        host = _host(url)
         attempt = 0
         while True:
             self._wait_for_quota(provider)
@@ -296,7 +315,8 @@ class ApiClient:
                 raise ScrapeError(f"{provider.title} at {host} answered something that is not JSON") from None
             if not isinstance(data, dict):
                 raise ScrapeError(f"{provider.title} at {host} answered JSON of an unexpected shape")
-            self._cache_put(cache, data)
+            if not provider.api_key or provider.api_key not in json.dumps(data):
+                self._cache_put(cache, data)  # an answer that echoes the key is used, never written to disk
             return data
 
 
@@ -310,30 +330,92 @@ class _Retry(Exception):
         self.wait = wait
 
 
-def _download_once(session: requests.Session, url: str, dest: Path, policy: RetryPolicy) -> int:
+def _meta_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".json")
+
+
+def _read_meta(dest: Path) -> dict[str, Any] | None:
     try:
-        with session.get(url, stream=True, timeout=policy.timeout) as resp:
+        meta = json.loads(_meta_path(dest).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and isinstance(meta.get("total"), int) else None
+
+
+def discard_partial(dest: Path) -> None:
+    dest.unlink(missing_ok=True)
+    _meta_path(dest).unlink(missing_ok=True)
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+
+def _chunks(resp: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives. ``read1`` hands over every byte received before a connection breaks
+    (``iter_content`` drops the last, partly filled chunk), and those bytes are what a resume starts from."""
+    read1 = getattr(resp.raw, "read1", None)
+    if read1 is None:  # urllib3 < 2.3
+        yield from resp.iter_content(chunk_size=1 << 16)
+        return
+    while chunk := read1(1 << 16, decode_content=True):
+        yield chunk
+
+
+def _download_once(session: requests.Session, url: str, dest: Path, policy: RetryPolicy) -> int:
+    """One request: resumes ``dest`` with a Range request when its size and the total are known from before."""
+    have = dest.stat().st_size if dest.is_file() else 0
+    meta = _read_meta(dest) if have else None
+    # identity: Content-Length and Range count the bytes on the wire, which must be the bytes on disk.
+    headers = {"Accept-Encoding": "identity"}
+    if meta and 0 < have < meta["total"]:
+        headers["Range"] = f"bytes={have}-"
+        if meta.get("validator"):  # a changed file is answered 200 (whole) instead of spliced onto old bytes
+            headers["If-Range"] = meta["validator"]
+    else:
+        have = 0
+    try:
+        with session.get(url, stream=True, timeout=policy.timeout, headers=headers) as resp:
             status = resp.status_code
             if status == 429 or status >= 500:
                 raise _Retry(f"HTTP {status}", retry_after(resp.headers, time.time()) if status == 429 else None)
-            if status != 200:
+            if status == 206 and have:
+                m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+                if not m or int(m.group(1)) != have or int(m.group(3)) != meta["total"]:  # type: ignore[index]
+                    resp.close()
+                    discard_partial(dest)  # not the piece asked for: start over
+                    return _download_once(session, url, dest, policy)
+                expected, size, mode = int(m.group(3)), have, "ab"
+            elif status == 416 and have:
+                resp.close()
+                discard_partial(dest)
+                return _download_once(session, url, dest, policy)
+            elif status == 200:
+                expected, size, mode = int(resp.headers.get("Content-Length") or 0), 0, "wb"
+                if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
+                    expected = 0  # identity refused: Content-Length counts compressed bytes; no check, no resume
+                etag = resp.headers.get("ETag") or ""
+                validator = etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
+                _meta_path(dest).unlink(missing_ok=True)
+                if expected:
+                    atomic_write_text(_meta_path(dest), json.dumps({"total": expected, "validator": validator}))
+            else:
                 raise DownloadError(f"HTTP {status}")  # 403, 404: asking again will not help
-            expected = int(resp.headers.get("Content-Length") or 0)
-            size = 0
             try:
-                with open(dest, "wb") as fh:
-                    for chunk in resp.iter_content(chunk_size=1 << 16):
+                with open(dest, mode) as fh:
+                    for chunk in _chunks(resp):
                         fh.write(chunk)
                         size += len(chunk)
                     fh.flush()
                     os.fsync(fh.fileno())
-            except requests.RequestException:
+            except (requests.RequestException, urllib3.exceptions.HTTPError):
                 raise
             except OSError as exc:  # disk full, permissions: every later file would fail the same way
                 raise ScrapeError(f"cannot write {dest}: {exc.strerror or exc}") from None
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise _Retry(_reason(exc, policy.timeout)) from None
     if expected and size != expected:
+        if size > expected:
+            discard_partial(dest)
         raise _Retry(f"connection broken mid-transfer ({size} of {expected} bytes)")
     if size == 0:
         raise DownloadError("empty answer")
@@ -344,25 +426,38 @@ def download(session: requests.Session, url: str, dest: Path, policy: RetryPolic
              sleep: Callable[[float], None] = time.sleep) -> int:
     """Stream ``url`` into ``dest`` (a temporary name), retrying as the API client does; returns the bytes.
 
-    A transfer that breaks or ends short of its Content-Length is discarded and started again; after the
-    last try ``dest`` is removed and DownloadError raised. Nothing half-written is ever left at ``dest``.
+    A transfer that breaks or ends short of its Content-Length keeps what arrived in ``dest`` (with the
+    total and the server's ETag/Last-Modified beside it in ``dest.json``); the next try, in this run or
+    the next one, asks for the rest with ``Range: bytes=<size>-`` (and ``If-Range``) and appends a 206
+    answer; a server that answers 200 instead sends the whole file again, which replaces the partial.
+    A file that cannot be had (404, empty) leaves nothing at ``dest``.
     """
     attempt = 0
     while True:
         try:
-            return _download_once(session, url, dest, policy)
-        except _Retry as exc:
-            dest.unlink(missing_ok=True)
+            size = _download_once(session, url, dest, policy)
+            _meta_path(dest).unlink(missing_ok=True)
+            return size
+        except _Retry as exc:  # the partial stays for the next try
             if attempt >= policy.retries:
-                raise DownloadError(f"{exc} (after {attempt + 1} tries)") from None
+                raise DownloadError(f"{exc} (after {attempt + 1} tries; the part that arrived is kept and "
+                                    "resumed next time)") from None
             sleep(min(exc.wait, policy.max_wait) if exc.wait is not None else policy.delay(attempt))
             attempt += 1
+        except (KeyboardInterrupt, ScrapeError):
+            raise  # interrupted, or the disk: what arrived is resumed by the next run
         except BaseException:
-            dest.unlink(missing_ok=True)
+            discard_partial(dest)
             raise
 
 
 # ------------------------------------------------------------------------------------------- the table
+
+
+def spreadsheet_safe(value: str) -> str:
+    """A cell a spreadsheet will not run as a formula (CSV injection): text starting with = + - @ (or a tab
+    or carriage return) gets a leading single quote, which Excel and LibreOffice show as text."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 class SourcesTable:
@@ -387,7 +482,8 @@ class SourcesTable:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(self.rows)
+        writer.writerows({k: spreadsheet_safe(v) if k in TEXT_COLUMNS else v for k, v in row.items()}
+                         for row in self.rows)
         atomic_write_text(self.path, buf.getvalue())
 
     def drop_missing(self, folder: Path) -> int:
@@ -413,12 +509,22 @@ def next_number(folder: Path, label: str, table: SourcesTable) -> int:
     return max(numbers, default=0) + 1
 
 
+_RESUMABLE = re.compile(rf"^\..+\.[0-9a-f]{{8}}{re.escape(PART)}(\.json)?$")
+
+
+def partial_path(out: Path, stem: str, url: str) -> Path:
+    """Where a download goes until complete: hidden, named by the video and a hash of its file URL (so a
+    partial is only ever resumed from the very file it came from)."""
+    return out / f".{stem}.{hashlib.sha256(url.encode()).hexdigest()[:8]}{PART}"
+
+
 def remove_partials(folder: Path) -> int:
+    """Remove what an interrupted run left half-written; partial downloads stay, to be resumed."""
     count = 0
     for sub in (folder, folder / ORIGINALS):
         if sub.is_dir():
             for path in sub.glob(f".*{PART}*"):
-                if path.is_file():
+                if path.is_file() and not (sub == folder and _RESUMABLE.match(path.name)):
                     path.unlink(missing_ok=True)
                     count += 1
     return count
@@ -519,11 +625,14 @@ class _Fetcher:
         if self.opts.trim and parent.is_file():
             path, size = parent, parent.stat().st_size  # cut before, stopped before its rows: cut again
         else:
-            path = out / f".{stem}{PART}"
+            path = partial_path(out, stem, rendition.url)
+            for stale in out.glob(f".{stem}.*{PART}*"):  # a partial of another rendition: never spliced
+                if stale.is_file() and not stale.name.startswith(path.name):
+                    stale.unlink(missing_ok=True)
             size = download(self.session, rendition.url, path, self.policy)
         info = probe(path)
         if info is None:
-            path.unlink(missing_ok=True)
+            discard_partial(path)
             raise DownloadError("not a video OpenCV can read")
         if not self.opts.trim or info.duration <= self.opts.piece_max:
             name = f"{label}_{number():04d}.mp4"

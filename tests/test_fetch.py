@@ -193,9 +193,13 @@ def test_fetch_extracts_and_rerun_does_nothing(server, clips, clips_zip, tmp_pat
     assert "nothing to do" in capsys.readouterr().out
     assert len(route.requests) == requests_before  # not even a request
 
-    # Without the record (deleted by hand), the archive and its extraction are still recognised.
+    # Without the record (deleted by hand) nothing says whose archive that is: --sha256 vouches for it,
+    # and then the archive and its extraction are recognised, still without a request.
     next(raw.glob(".fetch-*.json")).unlink()
-    assert run_fetch("--url", url, "--out", "raw", "--quiet") == 0
+    assert run_fetch("--url", url, "--out", "raw", "--quiet") == 1
+    assert "no record says it came from this source" in (line := error_line(capsys)) and digest in line
+    assert run_fetch("--url", url, "--out", "raw", "--quiet", "--sha256", digest) == 0
+    assert len(route.requests) == requests_before
     assert "not extracting again" in capsys.readouterr().out
     assert files_under(raw / "clips") == set(clips)
 
@@ -229,7 +233,9 @@ def test_dropped_connection_resumes_within_one_run(server, tmp_path):
     body = big_zip()
     url = server.add("flaky2.zip", route := Route(body, break_after=600_000))
     assert run_fetch("--url", url, "--out", "raw", "--retries", "1", "--quiet", "--no-extract") == 0
-    assert [r.get("Range") for r in route.requests] == [None, "bytes=524288-"]  # gdown writes 512 KiB chunks
+    assert len(route.requests) == 2 and route.requests[0].get("Range") is None
+    resumed = re.fullmatch(r"bytes=(\d+)-", route.requests[1].get("Range", ""))
+    assert resumed and 0 < int(resumed.group(1)) <= 600_000  # from what had arrived, whatever gdown's chunk size
     assert (tmp_path / "raw" / "flaky2.zip").read_bytes() == body
     assert not (tmp_path / "raw" / "flaky2").exists()
 
@@ -404,9 +410,102 @@ def test_existing_folder_is_not_overwritten_without_force(server, clips, clips_z
     assert run_fetch("--url", url, "--out", "raw", "--quiet") == 1
     assert "already exists and does not match" in error_line(capsys)
     assert (tmp_path / "raw" / "mine" / "notes.txt").read_text() == "my own work"
-    assert run_fetch("--url", url, "--out", "raw", "--quiet", "--force") == 0
+    # --force replaces only a folder this command extracted: this one is the user's.
+    assert run_fetch("--url", url, "--out", "raw", "--quiet", "--force") == 1
+    assert "no record says this command extracted mine.zip there" in error_line(capsys)
+    assert (tmp_path / "raw" / "mine" / "notes.txt").read_text() == "my own work"
+    (tmp_path / "raw" / "mine" / "notes.txt").unlink()
+    (tmp_path / "raw" / "mine").rmdir()
+    assert run_fetch("--url", url, "--out", "raw", "--quiet") == 0
+    (tmp_path / "raw" / "mine" / "Happy" / "Happy_0001.mp4").write_bytes(b"damaged")
+    assert run_fetch("--url", url, "--out", "raw", "--quiet", "--force") == 0  # recorded as ours: replaced
     assert files_under(tmp_path / "raw" / "mine") == set(clips)
+    assert (tmp_path / "raw" / "mine" / "Happy" / "Happy_0001.mp4").read_bytes() == clips["Happy/Happy_0001.mp4"]
     assert not [p for p in (tmp_path / "raw").iterdir() if ".old-" in p.name or ".extracting-" in p.name]
+
+
+@pytest.mark.parametrize("target", ["raw", ".", "raw/d.zip"])
+def test_extract_to_out_or_its_parent_is_refused(server, clips_zip, tmp_path, capsys, target):
+    url = server.add("d.zip", Route(clips_zip))
+    (tmp_path / "raw" / "scraped").mkdir(parents=True)
+    (tmp_path / "raw" / "scraped" / "keep.txt").write_text("a sibling")
+    assert run_fetch("--url", url, "--out", "raw", "--quiet", "--no-extract") == 0
+    assert run_fetch("--url", url, "--out", "raw", "--quiet", "--extract-to", target, "--force") == 2
+    line = error_line(capsys)
+    assert f"cannot extract to {target}" in line and ("--out" in line or "the archive" in line)
+    assert (tmp_path / "raw" / "d.zip").read_bytes() == clips_zip
+    assert (tmp_path / "raw" / "scraped" / "keep.txt").read_text() == "a sibling"
+    # archive.extract_zip refuses it too, whoever calls it
+    with pytest.raises(ArchiveError, match="contains the archive"):
+        extract_zip(tmp_path / "raw" / "d.zip", tmp_path / "raw", replace=True)
+    assert (tmp_path / "raw" / "scraped" / "keep.txt").is_file() and (tmp_path / "raw" / "d.zip").is_file()
+
+
+def test_same_file_name_from_another_source_is_not_reused(server, clips_zip, tmp_path, capsys):
+    v1 = big_zip(1_200_000)
+    url1 = server.add("v1/clips.zip", route1 := Route(v1, break_after=600_000))
+    url2 = server.add("v2/clips.zip", route2 := Route(clips_zip))
+    raw = tmp_path / "raw"
+    # v1 breaks off halfway: its partial must not be resumed for v2, which has the same name.
+    assert run_fetch("--url", url1, "--out", "raw", "--quiet", "--retries", "0") == 1
+    capsys.readouterr()
+    parts = list(raw.glob("*.part"))
+    assert len(parts) == 1
+    assert run_fetch("--url", url2, "--out", "raw", "--quiet", "--retries", "0") == 0
+    assert [r.get("Range") for r in route2.requests] == [None]
+    assert (raw / "clips.zip").read_bytes() == clips_zip and parts[0].exists()  # v1's partial left alone
+    # Back to v1: clips.zip is v2's, so v1 stops, even with --force, and nothing is overwritten.
+    for extra in ([], ["--force"]):
+        before = len(route1.requests)
+        assert run_fetch("--url", url1, "--out", "raw", "--quiet", *extra) == 1
+        line = error_line(capsys)
+        assert "downloaded from another source" in line and "/v2/clips.zip" in line and "another --out" in line
+        assert len(route1.requests) == before
+        assert (raw / "clips.zip").read_bytes() == clips_zip and (raw / "clips" / "Sad" / "Sad_0002.mp4").is_file()
+    # In another folder v1 resumes nothing of v2's and gets its own bytes.
+    assert run_fetch("--url", url1, "--out", "raw1", "--quiet", "--no-extract") == 0
+    assert (tmp_path / "raw1" / "clips.zip").read_bytes() == v1
+
+
+def test_corrupt_archive_is_rejected_and_downloaded_again(server, clips_zip, tmp_path, capsys):
+    data = np.random.default_rng(9).bytes(200_000) + bytes(200_000)  # compressible: a real deflate stream
+    good = make_zip([("Happy/a.mp4", data)])
+    bad = bytearray(good)
+    start = good.find(b"Happy/a.mp4") + len("Happy/a.mp4")
+    for i in range(start + 1000, start + 1100):
+        bad[i] ^= 0xFF  # flip bytes inside the compressed data; the central directory stays intact
+    assert zipfile.is_zipfile(io.BytesIO(bytes(bad)))
+    url = server.add("corrupt.zip", route := Route(bytes(bad)))
+    assert run_fetch("--url", url, "--out", "raw", "--quiet") == 1
+    line = error_line(capsys)
+    assert "corrupt" in line and "downloads it again" in line and "corrupt.zip.rejected" in line
+    raw = tmp_path / "raw"
+    assert not (raw / "corrupt.zip").exists() and (raw / "corrupt.zip.rejected").is_file()
+    assert not (raw / "corrupt").exists() and not list(raw.glob(".corrupt.extracting-*"))
+    route.body = good
+    assert run_fetch("--url", url, "--out", "raw", "--quiet") == 0
+    assert len(route.requests) == 2 and (raw / "corrupt" / "Happy" / "a.mp4").read_bytes() == data
+
+
+def test_secrets_of_the_url_stay_out_of_messages_and_records(server, clips_zip, tmp_path, capsys):
+    url = server.add("tok.zip?token=SECRET123", Route(clips_zip))
+    secret_url = url.replace("http://", "http://someone:PASSWORD9@")
+    assert run_fetch("--url", secret_url, "--out", "raw", "--no-extract") == 0
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err
+    assert "From: " + url.split("?")[0] in shown
+    records = "".join(p.read_text() for p in (tmp_path / "raw").glob(".fetch-*.json"))
+    for secret in ("SECRET123", "PASSWORD9", "someone"):
+        assert secret not in shown and secret not in records
+    missing = server.add("gone.zip?token=SECRET123", Route(status=404))
+    assert run_fetch("--url", missing.replace("http://", "http://someone:PASSWORD9@"), "--out", "raw",
+                     "--quiet") == 1
+    line = error_line(capsys)
+    assert "not found: HTTP 404" in line and "gone.zip?..." in line
+    assert "SECRET123" not in line and "PASSWORD9" not in line
+    with pytest.raises(ConfigError) as info:
+        resolve_source(url="http://someone:PASSWORD9@example.org/x.zip?token=SECRET123")
+    assert "SECRET123" not in str(info.value) and "PASSWORD9" not in str(info.value)
 
 
 def test_safe_relative_and_sizes():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import os
 import shutil
 import time
 from pathlib import Path
@@ -16,17 +17,23 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline import grid_backends
 from pipeline.grid import (
     CELL_FILE,
+    CellOutcome,
     CellTask,
     GridError,
+    GridSpec,
+    cell_mode,
     plan_grid,
+    read_cell_record,
     read_grid_file,
     run_cell,
     spec_from_sources,
+    write_cell_record,
 )
-from pipeline.grid_commands import add_grid
-from pipeline.grid_results import ACCURACY_HEADING, UAR_HEADING, table_section
+from pipeline.grid_commands import _flags, add_grid
+from pipeline.grid_results import ACCURACY_HEADING, COST_HEADING, UAR_HEADING, CellResult, markdown, table_section
 
 BACKBONES = ["resnet18", "mobilenetv3_small"]
 # One epoch that learns something (constant lr, linear head, no augmentation), so that rows have a best.
@@ -37,11 +44,15 @@ TINY = ["--intervals", "5,10", "--backbones", ",".join(BACKBONES), "--epochs", "
         "--latency-clips", "1", "--no-progress"]
 
 
-def grid_cli(*argv: str) -> int:
-    """`python cli.py grid ...` through the same parser definition cli.py uses."""
+def grid_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cli.py")
     add_grid(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["grid", *map(str, argv)])
+    return parser.parse_args(["grid", *map(str, argv)])
+
+
+def grid_cli(*argv: str) -> int:
+    """`python cli.py grid ...` through the same parser definition cli.py uses."""
+    args = grid_args(*argv)
     return args.func(args)
 
 
@@ -69,9 +80,11 @@ def cell_dirs(out: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def tiny(places: dict[str, Path]) -> Path:
+    threads = torch.get_num_threads()
     code, seconds = run_tiny(places, "tiny")
     print(f"tiny grid, --jobs 1: {seconds:.1f} s")
     assert code == 0
+    assert torch.get_num_threads() == threads  # the cells' --threads 1 does not leak into this process
     return places["grids"] / "tiny"
 
 
@@ -130,6 +143,46 @@ def test_grid_file_axes_and_flags_make_the_cells(tmp_path: Path) -> None:
             .cells] == ["i10_resnet18", "i10_mobilenetv3_small"]
     with pytest.raises(GridError, match="put it under \\[axes\\]"):
         spec_from_sources({"train": {"epochs": [1, 2]}}, {})
+
+
+def test_a_grid_file_that_cannot_be_read_is_one_line(tmp_path: Path, capsys) -> None:
+    latin = tmp_path / "grid.toml"
+    latin.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    assert grid_cli("--config", latin, "--source", tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not UTF-8 text" in err and len(err.splitlines()) == 1
+    folder = tmp_path / "folder.toml"
+    folder.mkdir()
+    with pytest.raises(GridError, match="does not exist"):
+        read_grid_file(folder)
+
+
+def test_the_tables_bold_exactly_the_best_of_each_row(tmp_path: Path) -> None:
+    spec = spec_from_sources(None, {"interval": "5,10", "backbone": "resnet18,mobilenetv3_small,efficientnetv2_s",
+                                    "source": tmp_path})
+    plan = plan_grid(spec)
+    made = {5: {"resnet18": 0.5, "mobilenetv3_small": 0.7, "efficientnetv2_s": 0.6},  # distinct values
+            10: {"resnet18": 0.8, "mobilenetv3_small": 0.8, "efficientnetv2_s": None}}  # a tie and a failed cell
+    params = {(5, "resnet18"): 10_200_000, (10, "resnet18"): 9_800_000}
+    results = []
+    for cell in plan.cells:
+        acc = made[cell.interval][cell.backbone]
+        if acc is None:
+            results.append(CellResult(cell, "failed", {"error": "out of memory"}))
+            continue
+        record = {"parameters": params.get((cell.interval, cell.backbone), 2_500_000), "train_seconds": 12.0}
+        metrics = {"accuracy": acc, "uar": acc - 0.1, "macro_f1": acc - 0.2, "samples": 10}
+        results.append(CellResult(cell, "done", record, metrics))
+    text = markdown(plan, results, {5: ["happy", "sad"], 10: ["happy", "sad"]})
+    accuracy = table_section(text, ACCURACY_HEADING).splitlines()
+    assert accuracy[0] == ("| interval → channels | resnet18 (9.8 M–10.2 M) | mobilenetv3_small (2.5 M) "
+                           "| efficientnetv2_s (2.5 M) |")
+    assert accuracy[2:] == ["| 5 → 18 | 50.0 | **70.0** | 60.0 |", "| 10 → 9 | **80.0** | **80.0** | failed |"]
+    uar = table_section(text, UAR_HEADING).splitlines()
+    assert uar[2:] == ["| 5 → 18 | 40.0 / 30.0 | **60.0 / 50.0** | 50.0 / 40.0 |",
+                       "| 10 → 9 | **70.0 / 60.0** | **70.0 / 60.0** | failed |"]
+    assert "**" not in table_section(text, COST_HEADING)
+    assert "`i10_efficientnetv2_s`: failed: out of memory" in text
 
 
 def test_a_worker_that_cannot_read_the_stacks_fails_its_cell_clearly(tmp_path: Path) -> None:
@@ -224,6 +277,71 @@ def test_more_epochs_continue_force_restarts_and_other_settings_are_refused(tiny
     assert code == 0
     assert (cell / "best.pt").stat().st_mtime_ns != stamp
     assert _history(cell) == resumed  # a straight 2-epoch run computes what 1 epoch + 1 resumed epoch did
+
+
+def test_other_stacks_are_refused_not_reported_as_these(tiny, places, capsys) -> None:
+    code, _ = run_tiny(places, "tiny", "--size", "48")  # prepare would rebuild interval_<k> at 48 px
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "already holds cells trained with other settings" in err and "(--size)" in err and "--force" in err
+    code, _ = run_tiny(places, "tiny", "--split-seed", "1")
+    assert code == 2 and "(--split-seed)" in capsys.readouterr().err
+
+    out = places["grids"] / "tiny_stale"  # an interrupted cell does not continue on other stacks either
+    shutil.copytree(tiny, out)
+    cell = out / "runs" / "i5_resnet18"
+    write_cell_record(cell, {**read_cell_record(cell), "status": "interrupted"})
+    code, _ = run_tiny(places, "tiny_stale", "--val-fraction", "0.3")
+    assert code == 2 and "i5_resnet18 (--val-fraction)" in capsys.readouterr().err
+
+    manifest = places["stacks"] / "interval_5" / "manifest.csv"
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/best.pt")}
+    assert run_tiny(places, "tiny_stale", "--no-prepare", "--intervals", "10")[0] == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # same stacks: nothing trained again
+    original = manifest.read_bytes()
+    try:  # `cli.py prepare` run by hand between two --no-prepare grids
+        manifest.write_bytes(original + b"\n")
+        code, _ = run_tiny(places, "tiny", "--no-prepare")
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"i5_resnet18 (other stacks in {manifest.parent}: prepared again since)" in err
+        failed = plan_grid(spec_from_sources(None, _flags(grid_args(
+            *TINY, "--source", places["source"], "--stacks-dir", places["stacks"], "--grids-dir", places["grids"],
+            "--name", "tiny_stale", "--intervals", "5", "--backbones", "resnet18"))))
+        record = read_cell_record(cell)
+        write_cell_record(cell, {**record, "status": "failed"})
+        assert cell_mode(failed.cells[0], False) == "force"  # a failed cell starts again on the new stacks
+        manifest.write_bytes(original)
+        assert cell_mode(failed.cells[0], False) == "resume"
+    finally:
+        manifest.write_bytes(original)
+
+
+def test_a_worker_that_dies_fails_only_its_own_cell(tmp_path: Path) -> None:
+    spec = spec_from_sources(None, {"interval": "5", "backbone": "resnet18", "source": tmp_path})
+    config = dataclasses.replace(plan_grid(spec).cells[0].config, runs_dir=tmp_path / "runs")
+    names = ["a", "boom", "b", "c", "d"]
+    tasks = [CellTask(n, dataclasses.replace(config, name=n), "fresh", threads=1) for n in names]
+
+    def cell(task: CellTask) -> CellOutcome:  # nested: loky ships it by value to its workers
+        if task.cell == "boom":
+            time.sleep(0.5)
+            os._exit(3)  # as if killed for memory, while "a" trains beside it
+        time.sleep(1.0 if task.cell == "a" else 0.1)
+        task.config.run_dir.mkdir(parents=True, exist_ok=True)
+        write_cell_record(task.config.run_dir, {"cell": task.cell, "status": "done"})
+        return CellOutcome(task.cell, "done")
+
+    started = time.perf_counter()
+    outcomes = grid_backends.run_tasks(cell, tasks, GridSpec(name="crash", jobs=2), progress=False)
+    print(f"5 cells on 2 loky workers, one killed: {time.perf_counter() - started:.1f} s")
+    assert {n: o.status for n, o in outcomes.items()} == {"a": "done", "boom": "failed", "b": "done", "c": "done",
+                                                          "d": "done"}
+    assert "worker process died" in outcomes["boom"].error
+    for n in names:
+        assert read_cell_record(tmp_path / "runs" / n)["status"] == ("failed" if n == "boom" else "done")
+    grid_backends._record_failure(tasks[0], CellOutcome("a", "failed", "too late"))  # never over a finished cell
+    assert read_cell_record(tmp_path / "runs" / "a")["status"] == "done"
 
 
 def test_jobs_2_gives_the_same_table(tiny: Path, places: dict[str, Path]) -> None:

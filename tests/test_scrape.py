@@ -59,10 +59,12 @@ class State:
         self.pixabay: dict[str, list[dict]] = {}
         self.files: dict[str, bytes] = {}
         self.file_hits: Counter[str] = Counter()
+        self.file_requests: list[tuple[str, dict[str, str]]] = []
         self.api_log: list[tuple[float, str, dict]] = []
         self.break_once: set[str] = set()
         self.pixabay_429 = 0
         self.pixabay_headers_once: dict[str, str] = {}
+        self.pixabay_echo_key = False
         self.lock = threading.Lock()
 
     def pexels_video(self, vid: int, seconds: int, kind: str = "short") -> dict:
@@ -150,12 +152,15 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 return self._send(400, b"[ERROR 400] page is out of valid range.", "text/plain")
             chunk = hits[(page - 1) * per_page: page * per_page]
             body = {"total": len(hits), "totalHits": len(hits), "hits": chunk}
+            if state.pixabay_echo_key:  # an API that quotes the request back, key and all
+                body["request"] = f"/api/?key={q['key']}&q={q.get('q', '')}"
             headers = {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "99", "X-RateLimit-Reset": "60", **extra}
             self._send(200, json.dumps(body).encode(), headers=headers)
 
         def _file(self, name: str) -> None:
             with state.lock:
                 state.file_hits[name] += 1
+                state.file_requests.append((name, dict(self.headers)))
                 broken = name in state.break_once
                 state.break_once.discard(name)
             data = state.files.get(name)
@@ -170,6 +175,10 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 self.close_connection = True
                 return
+            start = self.headers.get("Range", "").removeprefix("bytes=").removesuffix("-")
+            if start.isdigit() and 0 < int(start) < len(data):
+                return self._send(206, data[int(start):], "video/mp4",
+                                  {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
             self._send(200, data, "video/mp4")
 
     return Handler
@@ -240,8 +249,13 @@ def test_scrape_two_providers_resume_and_attribution(server: State, env_file: Pa
     assert "pexels 102 not downloaded: connection broken" in stderr
     expected = {"Happy_0003.mp4", "Happy_0004.mp4", "Happy_0005.mp4", "Happy_0006.mp4", "Happy_0007.mp4",
                 "Happy_0008.mp4", "Sad_0001.mp4", "Sad_0002.mp4", "sources.csv"}
-    assert visible_files(out) == expected  # the broken download is under no name, not even a hidden one
-    assert not [p for p in out.glob(".*") if p.is_file()]
+    assert {n for n in visible_files(out) if not n.startswith(".")} == expected  # under no final name
+    kept = sorted(p for p in out.glob(".*") if p.is_file())  # only its hidden partial (and what resumes it)
+    assert [p.name.split(".")[1] for p in kept] == ["pexels_102", "pexels_102"]
+    assert [p.suffix for p in kept] == [".part", ".json"]
+    half = kept[0].stat().st_size
+    assert 0 < half <= len(s.clips["short"]) // 2
+    assert all(h.get("Accept-Encoding") == "identity" for _, h in s.file_requests)
     table = rows(out)
     assert list(table[0]) == COLUMNS
     got = {(r["provider"], r["id"]): r for r in table}
@@ -276,8 +290,11 @@ def test_scrape_two_providers_resume_and_attribution(server: State, env_file: Pa
     rc, stdout, stderr = run_cli(capsys, *args)
     assert rc == 0, stderr
     assert sum(s.file_hits.values()) == before + 1 and s.file_hits["p102_720.mp4"] == 2
+    assert s.file_requests[-1][0] == "p102_720.mp4" and s.file_requests[-1][1].get("Range") == f"bytes={half}-"
     assert {r["file"] for r in rows(out) if r["id"] == "102"} == {"Happy_0009.mp4"}
+    assert (out / "Happy_0009.mp4").read_bytes() == s.clips["short"]  # resumed, byte for byte
     assert probe(out / "Happy_0009.mp4").frames == 40  # complete
+    assert not [p for p in out.glob(".*") if p.is_file()]
     assert "Happy: 5 already there, downloaded 1; 6 of 10: no more results" in stdout  # the seed file is not counted
 
     # and again, asking the APIs afresh: nothing is downloaded
@@ -419,3 +436,36 @@ def test_pieces_and_renditions() -> None:
     assert pick_rendition(renditions, 1000).url == "c"  # portrait: the short side counts
     assert pick_rendition(renditions, 100).url == "a" and pick_rendition((), 720) is None
     assert Pexels("k", "http://x/videos/").base_url == "http://x/videos"
+
+
+def test_sources_csv_cells_are_not_formulas_and_keys_stay_on_no_disk(server: State, env_file: Path,
+                                                                       tmp_path: Path, capsys) -> None:
+    s = server
+    evil = s.pixabay_video(601, 4)
+    evil["user"] = '=HYPERLINK("http://evil.example/","click")'
+    plus = s.pixabay_video(602, 4)
+    plus["user"] = "+1-555-cmd"
+    sneaky = s.pixabay_video(603, 4)
+    sneaky["id"] = "../../escape"  # not usable in a file name: skipped
+    s.pixabay["happy face close up"] = [evil, plus, sneaky]
+    s.pixabay_echo_key = True
+    out = tmp_path / "out"
+    rc, _, stderr = run_cli(capsys, *base_args(s, env_file, out, "--providers", "pixabay", "--labels", "Happy",
+                                               "--limit", "3"))
+    assert rc == 0, stderr
+    table = {r["id"]: r for r in rows(out)}
+    assert set(table) == {"601", "602"} and not (tmp_path / "escape").exists()
+    assert table["601"]["author"] == "'" + evil["user"] and table["602"]["author"] == "'+1-555-cmd"
+    assert table["601"]["width"] == "64" and table["601"]["bytes"] == str(len(s.clips["short"]))  # numbers as they are
+    for path in out.rglob("*"):  # sources.csv, the search cache, anything else
+        if path.is_file():
+            assert PIXABAY_KEY.encode() not in path.read_bytes(), path
+
+    # host[:port] in messages, never user:password@
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    rc, _, stderr = run_cli(capsys, "--base-url", f"pixabay=http://me:hunter2@127.0.0.1:{port}/api", "--env-file",
+                            str(env_file), "--out", str(tmp_path / "b"), "--providers", "pixabay", "--retries", "0",
+                            "--no-progress")
+    assert rc == 1 and f"at 127.0.0.1:{port}:" in stderr and "hunter2" not in stderr and "me:" not in stderr
