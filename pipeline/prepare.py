@@ -1,7 +1,8 @@
 """`cli.py prepare`: a folder of clips (or images) -> face stacks, manifest, report.
 
-Clips run in a thread pool: decoding (FFmpeg) and MediaPipe both release the GIL, and each worker
-thread keeps its own MediaPipe graph for every clip it handles (see ``faces.thread_finder``).
+Clips run in a thread pool: decoding (FFmpeg) and MediaPipe both release the GIL. Each worker
+thread has a companion thread with its own MediaPipe graph, reused for every clip it handles, that
+searches each sampled frame while the worker decodes the next ones (``faces.BackgroundFinder``).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.config import PrepareConfig, StackSettings
-from pipeline.faces import thread_finder, warm_up
+from pipeline.faces import thread_background_finder, warm_up
 from pipeline.framing import median_margin
 from pipeline.journal import Journal, SourceRecord
 from pipeline.labelling import CORRECTIONS_NAME, LabelFileError, Relabeller, read_corrections
 from pipeline.sources import Rejected, Source, discover
 from pipeline.splits import SplitFileError, assign_splits
 from pipeline.stackmaker import SourceSkipped, image_stacks, video_stacks
-from pipeline.video import VideoError, hopeless, probe
+from pipeline.video import VideoError, decode_threads, hopeless, probe, serial_opencv
 from stacks.atomic import atomic_write_text, remove_partials
 from stacks.io import write_stack
 from stacks.manifest import ManifestRow, write_manifest
@@ -56,13 +57,20 @@ def _stack_stems(sources: list[Source], splits: dict[str, str]) -> dict[str, str
     }
 
 
-def process_source(src: Source, split: str, stem: str, settings: StackSettings, out: Path) -> SourceRecord:
-    """Make and write every stack of one source; never raises for a bad file, records why instead."""
+def process_source(src: Source, split: str, stem: str, settings: StackSettings, out: Path,
+                   threads: int | None = None) -> SourceRecord:
+    """Make and write every stack of one source; never raises for a bad file, records why instead.
+
+    ``threads``: FFmpeg decoding threads for a clip (``video.decode_threads``).
+    """
     stat = src.path.stat()
     record = SourceRecord(src.rel, stat.st_size, stat.st_mtime_ns, settings.fingerprint(), split, src.label)
-    finder = thread_finder(settings.detector)
+    finder = thread_background_finder(settings.detector)
     try:
-        made = (video_stacks if src.kind == "video" else image_stacks)(src.path, settings, finder)
+        if src.kind == "video":
+            made = video_stacks(src.path, settings, finder, threads)
+        else:
+            made = image_stacks(src.path, settings, finder)
     except SourceSkipped as exc:
         record.skipped.append({"chunk": None, "reason": exc.reason, "detail": exc.detail})
         return record
@@ -136,6 +144,7 @@ def _process_all(pool: ThreadPoolExecutor, todo: list[Source], splits: dict[str,
     Ctrl-C waits for the clips in flight and nothing more.
     """
     workers = max(1, config.workers)
+    threads = decode_threads(workers)
     frames, interrupted = 0, False
     pending: set[Future] = set()
     queue = iter(todo)
@@ -144,7 +153,8 @@ def _process_all(pool: ThreadPoolExecutor, todo: list[Source], splits: dict[str,
 
     def refill() -> None:
         while len(pending) < 2 * workers and (src := next(queue, None)) is not None:
-            pending.add(pool.submit(process_source, src, splits[src.rel], stems[src.rel], config.stack, config.out))
+            pending.add(pool.submit(process_source, src, splits[src.rel], stems[src.rel], config.stack, config.out,
+                                     threads))
 
     def collect(future: Future) -> int:
         record = future.result()
@@ -212,9 +222,10 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
     # A fresh pool: warm_up needs each of its tasks to start a thread of its own.
     pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="prepare")
     try:
-        if todo:
-            warm_up(settings.detector, max(1, config.workers), pool.submit)
-        frames, interrupted = _process_all(pool, todo, splits, stems, config, journal)
+        with serial_opencv():
+            if todo:
+                warm_up(settings.detector, max(1, config.workers), pool.submit)
+            frames, interrupted = _process_all(pool, todo, splits, stems, config, journal)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     journal.compact()

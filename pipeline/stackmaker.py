@@ -6,7 +6,8 @@ served later sees exactly the inputs it was trained on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -15,7 +16,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import StackSettings
-from pipeline.faces import Box, FaceFinder, center_box, crop_grey, square_box
+from pipeline.faces import BackgroundFinder, Box, FaceFinder, center_box, crop_grey, find_faces, square_box
 from pipeline.tracks import choose_face
 from pipeline.video import SampledSequence, VideoError, VideoReader
 
@@ -60,15 +61,6 @@ class SourceStacks:
     frames_decoded: int = 0
 
 
-def find_faces(finder: FaceFinder, bgr: np.ndarray) -> list[Box]:
-    """Faces in a BGR frame (MediaPipe wants RGB)."""
-    return finder.find(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-
-
-def _to_grey(bgr: np.ndarray) -> np.ndarray:
-    return bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-
-
 class Crops(NamedTuple):
     """The face crops of one sequence, padded to the stack's channels."""
 
@@ -105,8 +97,7 @@ def stack_detected(frames: list[tuple[int, np.ndarray]], detections: list[list[B
     """``stack_frames`` once the faces are known: `predict` detects each frame once and stacks it in
     every overlapping window, through this same code."""
     chosen, found = choose_face(detections)
-    greys = [_to_grey(bgr) for _, bgr in frames]
-    h, w = greys[0].shape[:2]
+    h, w = frames[0][1].shape[:2]
     margins: list[float | None] = [None] * len(frames)
     if not any(found):
         if settings.on_no_face == "skip":
@@ -116,7 +107,7 @@ def stack_detected(frames: list[tuple[int, np.ndarray]], detections: list[list[B
         boxes = [square_box(face, settings.margin, w, h) for face in chosen if face is not None]
         margins = [_margin(face, box, settings.margin) if hit and face is not None else None
                    for face, box, hit in zip(chosen, boxes, found)]
-    crops = [crop_grey(grey, box, settings.size) for grey, box in zip(greys, boxes)]
+    crops = [crop_grey(bgr, box, settings.size) for (_, bgr), box in zip(frames, boxes)]
     indices = [index for index, _ in frames]
     pad = channels - len(crops)
     crops += [crops[-1]] * pad
@@ -126,25 +117,48 @@ def stack_detected(frames: list[tuple[int, np.ndarray]], detections: list[list[B
     return Crops(np.stack(crops), indices, box_lists, found_list, margins + [None] * pad)
 
 
-def video_stacks(path: Path, settings: StackSettings, finder: FaceFinder) -> SourceStacks:
-    """Cut a clip into sequences and make a stack of each one that is long enough."""
+def _submitter(finder: FaceFinder | BackgroundFinder) -> Callable[[np.ndarray], Future[list[Box]]]:
+    """Start a face search on a BGR frame: in the background where the finder can, else at once."""
+    if isinstance(finder, BackgroundFinder):
+        return finder.submit
+
+    def now(bgr: np.ndarray) -> Future[list[Box]]:
+        done: Future[list[Box]] = Future()
+        done.set_result(find_faces(finder, bgr))
+        return done
+
+    return now
+
+
+def video_stacks(path: Path, settings: StackSettings, finder: FaceFinder | BackgroundFinder,
+                 threads: int | None = None) -> SourceStacks:
+    """Cut a clip into sequences and make a stack of each one that is long enough.
+
+    Each sampled frame goes to the finder as soon as it is decoded, and the stack is made once its
+    sequence is complete: with a ``BackgroundFinder`` the search runs while the next frames decode.
+    ``threads``: FFmpeg decoding threads (``video.decode_threads``).
+    """
     out = SourceStacks()
+    pending: dict[int, Future[list[Box]]] = {}
+    submit = _submitter(finder)
     try:
-        reader = VideoReader(path)
+        reader = VideoReader(path, threads)
     except VideoError as exc:
         raise SourceSkipped("unreadable", str(exc)) from exc
     with reader:
         out.fps, out.frame_size = reader.fps, (reader.width, reader.height)
         seq: SampledSequence
-        sequences = reader.sequences(settings.sequence_length, settings.interval, settings.min_length)
+        sequences = reader.sequences(settings.sequence_length, settings.interval, settings.min_length,
+                                     on_sample=lambda index, bgr: pending.__setitem__(index, submit(bgr)))
         for seq in _checked(sequences):
+            detections = [pending.pop(index).result() for index, _ in seq.frames]
             if seq.n_frames < settings.min_length:
                 reason = "too short" if seq.chunk == 0 else "trailing frames"
                 counted = "" if seq.decoded else " (container's count; not decoded)"
                 out.dropped.append((seq.chunk, reason,
                                     f"{seq.n_frames} frames{counted} < --min-length {settings.min_length}"))
                 continue
-            made = stack_frames(seq.frames, settings, finder, settings.channels)
+            made = stack_detected(seq.frames, detections, settings, settings.channels)
             if made is None:
                 out.dropped.append((seq.chunk, "no face", "no face found in any sampled frame"))
                 continue

@@ -1,0 +1,71 @@
+"""Prepare's overlap of decoding with face search, and its thread budget: same stacks, less time."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.config import StackSettings
+from pipeline.faces import BackgroundFinder, Box, DetectionFinder, crop_grey, find_faces
+from pipeline.stackmaker import video_stacks
+from pipeline.video import VideoReader, decode_threads, serial_opencv
+from tests.conftest import SMALL, make_face_clip
+
+
+def test_background_finder_finds_what_the_finder_finds_on_its_own_thread(head: np.ndarray) -> None:
+    bgr = cv2.cvtColor(head, cv2.COLOR_RGB2BGR)
+    background = BackgroundFinder("detection")
+    faces = background.submit(bgr).result()
+    assert faces == find_faces(DetectionFinder(), bgr) and len(faces) == 1
+    assert background.find(np.full((120, 160, 3), 128, np.uint8)) == []
+    searchers = [t for t in threading.enumerate() if t.name.startswith("faces")]
+    assert searchers and threading.current_thread() not in searchers
+
+
+def test_background_search_makes_the_same_stacks_as_searching_in_line(head: np.ndarray, tmp_path: Path) -> None:
+    clip = make_face_clip(head, tmp_path / "Happy_0001.mp4", seconds=6.5, size=SMALL, seed=3).path
+    settings = StackSettings(size=64)
+    in_line = video_stacks(clip, settings, DetectionFinder())
+    overlapped = video_stacks(clip, settings, BackgroundFinder("detection"), threads=1)
+    assert len(in_line.stacks) == len(overlapped.stacks) == 2  # 195 frames: two 90-frame sequences
+    for a, b in zip(in_line.stacks, overlapped.stacks):
+        assert np.array_equal(a.array, b.array)
+        assert (a.boxes, a.found, a.frame_indices) == (b.boxes, b.found, b.frame_indices)
+    assert in_line.dropped == overlapped.dropped and in_line.frames_decoded == overlapped.frames_decoded
+
+
+def test_one_decoder_thread_decodes_the_same_frames(head: np.ndarray, tmp_path: Path) -> None:
+    clip = make_face_clip(head, tmp_path / "clip.mp4", seconds=1.0, size=SMALL).path
+
+    def every_frame(threads: int | None) -> list[np.ndarray]:
+        with VideoReader(clip, threads) as reader:
+            return [frame for _, frame in reader.frames(lambda i: True)]
+
+    default, single = every_frame(None), every_frame(1)
+    assert len(default) == len(single) == 30
+    assert all(np.array_equal(a, b) for a, b in zip(default, single))
+
+
+@pytest.mark.parametrize(("workers", "cpus", "expected"), [(1, 2, 1), (2, 2, 1), (4, 2, 1), (1, 16, 15), (4, 16, 3)])
+def test_decode_threads_leave_a_cpu_per_worker_for_its_face_search(workers: int, cpus: int, expected: int) -> None:
+    assert decode_threads(workers, cpus) == expected
+
+
+def test_serial_opencv_is_restored_even_after_an_error() -> None:
+    before = cv2.getNumThreads()
+    with pytest.raises(RuntimeError), serial_opencv():
+        assert cv2.getNumThreads() == 1
+        raise RuntimeError("boom")
+    assert cv2.getNumThreads() == before
+
+
+def test_crop_of_a_colour_frame_equals_the_crop_of_its_grey_frame() -> None:
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    box = Box(40, 30, 190, 180)
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    assert np.array_equal(crop_grey(bgr, box, 48), crop_grey(grey, box, 48))
