@@ -132,6 +132,9 @@ class InputSettings:
     image_size: int = 112
     mean: float = 0.5  # grey level, after scaling to [0, 1]
     std: float = 0.5
+    # Serving and evaluation only: average each input's class probabilities with its mirror image's
+    # (2x the model time). Set on export (`export --mirror`); training never reads it.
+    mirror: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size < 16:

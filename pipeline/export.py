@@ -24,10 +24,15 @@ class ExportError(Exception):
     """The run cannot be exported; the message says why."""
 
 
-def _load(run: Path) -> tuple[dict, torch.nn.Module]:
-    """The checkpoint and its network; a damaged one is an ExportError, not a traceback."""
+def _load(run: Path, mirror: bool | None = None) -> tuple[dict, torch.nn.Module]:
+    """The checkpoint and its network; a damaged one is an ExportError, not a traceback.
+
+    ``mirror``: serve with mirror averaging (``InputSettings.mirror``) or not; None keeps the checkpoint's.
+    """
     try:
         data = load_checkpoint(run)
+        if mirror is not None:
+            data["input"] = {**data["input"], "mirror": mirror}
         return data, model_from_checkpoint(data)
     except (CheckpointError, WeightsError) as exc:
         raise ExportError(str(exc)) from exc
@@ -35,11 +40,11 @@ def _load(run: Path) -> tuple[dict, torch.nn.Module]:
         raise ExportError(f"{run} is a damaged checkpoint ({type(exc).__name__}: {str(exc)[:150]})") from exc
 
 
-def export_onnx(run: Path, out: Path) -> dict:
+def export_onnx(run: Path, out: Path, mirror: bool | None = None) -> dict:
     """Write the uint8-stacks -> probabilities graph; returns the settings stored beside it."""
     import onnx
 
-    data, net = _load(run)
+    data, net = _load(run, mirror)
     meta = serving_metadata(data)
     inputs = InputSettings(**data["input"])
     model = ProbabilityModel(net, inputs).eval()
@@ -64,9 +69,9 @@ def export_onnx(run: Path, out: Path) -> dict:
     return meta
 
 
-def export_compact(run: Path, out: Path) -> dict:
+def export_compact(run: Path, out: Path, mirror: bool | None = None) -> dict:
     """Everything a served model needs, weights as int8 (``models.compact``), no optimizer state."""
-    data, _ = _load(run)
+    data, _ = _load(run, mirror)
     keep = ("model", "kind", "input", "stack", "epoch", "metrics", "train")
     payload = {k: data[k] for k in keep if k in data}
     meta = serving_metadata(data)

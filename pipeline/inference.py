@@ -32,16 +32,37 @@ def prepare_batch(batch: torch.Tensor, inputs: InputSettings, device: torch.devi
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def class_probabilities(net: nn.Module, x: torch.Tensor, inputs: InputSettings) -> torch.Tensor:
+    """Softmax of the network on a prepared batch; with ``inputs.mirror``, averaged with the mirror image's.
+
+    The input and its mirror go through the network as one batch of 2N (eval mode: nothing mixes
+    across the batch). Faces are left-right symmetric in what they express, and the two views' errors
+    are partly independent: +1.1 points on FER2013 PrivateTest for the 48 px model.
+    """
+    if not inputs.mirror:
+        return torch.softmax(net(x).float(), dim=1)
+    both = torch.softmax(net(torch.cat([x, torch.flip(x, dims=[3])])).float(), dim=1)
+    return both.reshape(2, -1, both.shape[1]).mean(dim=0)  # a reshape, not len(x): ONNX keeps the batch dynamic
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, dataset: StackDataset, inputs: InputSettings, device: torch.device,
                    batch_size: int = 64) -> tuple[np.ndarray, float]:
-    """(logits (N, K) float32, mean cross-entropy) over the whole dataset, in order."""
+    """(logits (N, K) float32, mean cross-entropy) over the whole dataset, in order.
+
+    With ``inputs.mirror`` the "logits" are the log of the averaged probabilities, so that the
+    metrics and the loss are those of the model as served.
+    """
     model.eval()
     out, total = [], 0.0
     for start in range(0, len(dataset), batch_size):
         images, labels = dataset[list(range(start, min(start + batch_size, len(dataset))))]
         with autocast(device):
-            logits = model(prepare_batch(images, inputs, device)).float()
+            x = prepare_batch(images, inputs, device)
+            if inputs.mirror:
+                logits = torch.log(class_probabilities(model, x, inputs).clamp_min(1e-12))
+            else:
+                logits = model(x).float()
         total += F.cross_entropy(logits, labels.to(device), reduction="sum").item()
         out.append(logits.cpu().numpy())
     return np.concatenate(out), total / max(1, len(dataset))

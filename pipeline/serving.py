@@ -22,7 +22,7 @@ from models.checkpoint import CheckpointError, load_checkpoint, model_from_check
 from models.weights import WeightsError
 from pipeline.config import InputSettings, StackSettings
 from pipeline.framing import checkpoint_framing, serving_margin
-from pipeline.inference import autocast, prepare_batch
+from pipeline.inference import autocast, class_probabilities, prepare_batch
 
 REPO = Path(__file__).resolve().parents[1]
 # The model that ships with the project (a frame model trained on FER2013; recipe: `make default-model`).
@@ -43,8 +43,7 @@ class ProbabilityModel(nn.Module):
         self.inputs = inputs
 
     def forward(self, stacks: torch.Tensor) -> torch.Tensor:
-        logits = self.net(prepare_batch(stacks, self.inputs, stacks.device))
-        return torch.softmax(logits.float(), dim=1)
+        return class_probabilities(self.net, prepare_batch(stacks, self.inputs, stacks.device), self.inputs)
 
 
 @dataclass
@@ -62,7 +61,8 @@ class ServingModel:
 
     def describe(self) -> str:
         return (f"{self.kind} model {self.source.name} ({self.backend}): {len(self.classes)} classes, "
-                f"{self.channels} channel(s) at {self.inputs.image_size}px, interval {self.stack.interval}")
+                f"{self.channels} channel(s) at {self.inputs.image_size}px, interval {self.stack.interval}"
+                + (", mirror-averaged" if self.inputs.mirror else ""))
 
 
 def serving_metadata(data: dict[str, Any]) -> dict[str, Any]:

@@ -311,3 +311,40 @@ def test_compact_weights_are_within_half_a_step_of_the_float_ones(frame_run: Pat
             assert ((back[name] - tensor).abs() <= step / 2 + 1e-7).all(), name
         else:
             assert torch.equal(back[name], tensor), name
+
+
+def test_mirror_export_averages_each_face_with_its_mirror_image(frame_run: Path, clips: dict, tmp_path: Path,
+                                                                 run_cli) -> None:
+    from pipeline.evaluate import evaluate_run
+    from pipeline.inference import class_probabilities, prepare_batch
+    from pipeline.run_data import load_split, read_run_data
+
+    mirrored, onnx_path = tmp_path / "mirror.pt", tmp_path / "mirror.onnx"
+    code, _, _ = run_cli("export", frame_run, "--compact", mirrored, "--onnx", onnx_path, "--mirror")
+    assert code == 0 and load_checkpoint(mirrored)["input"]["mirror"] is True
+    plain = load_checkpoint(frame_run)
+    assert not InputSettings(**plain["input"]).mirror  # a run itself is served unmirrored
+
+    # The served probabilities are the mean of the face's and its mirror image's.
+    served = load_serving_model(mirrored)
+    assert served.inputs.mirror
+    net = model_from_checkpoint(load_checkpoint(mirrored)).eval()
+    stacks = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, 1, 32, 32), dtype=np.uint8))
+    inputs = InputSettings(**{**plain["input"], "mirror": False})
+    with torch.no_grad():
+        one = class_probabilities(net, prepare_batch(stacks, inputs, torch.device("cpu")), inputs)
+        other = class_probabilities(net, prepare_batch(stacks.flip(3), inputs, torch.device("cpu")), inputs)
+    expected = ((one + other) / 2).numpy()
+    assert np.abs(served.run(stacks.numpy()) - expected).max() < 1e-5
+    assert np.abs(served.run(stacks.numpy()) - served.run(stacks.flip(3).numpy())).max() < 1e-5
+    assert np.abs(served.run(stacks.numpy()) - one.numpy()).max() > 1e-4  # it does change the answer
+
+    # ONNX carries the mirror in its graph, and evaluate scores the checkpoint as it is served.
+    by_onnx = predict_file(clips["long"], load_serving_model(onnx_path))
+    assert np.abs(by_onnx.probs - predict_file(clips["long"], served).probs).max() < 1e-4
+    metrics = evaluate_run(mirrored, split="val", progress=False)
+    run_data = read_run_data(Path(plain["train"]["data"]), classes=list(plain["model"]["classes"]))
+    val = load_split(run_data, "val", 32, None, False)
+    probs = served.run(np.asarray(val.images[:]))
+    assert metrics["accuracy"] == pytest.approx(float((probs.argmax(1) == val.labels).mean()))
+    assert metrics["loss"] == pytest.approx(float(-np.log(probs[np.arange(len(val)), val.labels]).mean()), rel=1e-4)
