@@ -24,7 +24,7 @@ from models.head import HeadSettings
 from models.network import EmotionNet, ModelSettings
 from models.weights import WeightsError, hub_state, load_backbone_state, read_weights_file
 from pipeline.augment import augment_batch, normalise, to_unit
-from pipeline.config import InputSettings, TrainConfig
+from pipeline.config import AugmentSettings, InputSettings, TrainConfig
 from pipeline.evaluate import write_evaluation
 from pipeline.framing import training_margin
 from pipeline.inference import autocast, predict_logits
@@ -200,6 +200,10 @@ class Trainer:
                              f"{self.model_settings.in_chans} channels, {list(self.model_settings.classes)}")
         now, then = self.config.to_dict(), dict(data["train"])
         now["data"], then["data"] = (str(Path(x).resolve()) for x in (now["data"], then["data"]))
+        # A run saved before a settings field existed holds that field's default, not a different setting.
+        for key, settings in (("input", InputSettings), ("augment", AugmentSettings)):
+            if isinstance(then.get(key), dict):
+                then[key] = settings(**then[key]).to_dict()
         changed = sorted(k for k, v in then.items() if k not in RESUME_MAY_CHANGE and now.get(k) != v)
         if changed:
             flags = ", ".join(f"--{k.replace('_', '-')} {then[k]!r} -> {now.get(k)!r}" for k in changed)

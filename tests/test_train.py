@@ -360,3 +360,17 @@ def test_early_stop_and_resume_with_more_patience(stacks: Path, tmp_path: Path) 
     assert stopped.state.stopped_early and stopped.state.epoch == 2
     again = run_train(config(stacks, tmp_path, "s", **{**still, "patience": 0}, resume=True), log=quiet)
     assert again.state.epoch == 4 and not again.state.stopped_early
+
+
+def test_a_run_saved_before_a_new_settings_field_still_resumes(stacks: Path, tmp_path: Path) -> None:
+    """Runs saved before ``InputSettings.mirror`` existed were refused by --resume as "different settings"."""
+    from models.checkpoint import save_checkpoint
+
+    first = run_train(config(stacks, tmp_path, "old", epochs=1), log=quiet)
+    last = first.run_dir / "last.pt"
+    data = load_checkpoint(last)
+    del data["train"]["input"]["mirror"]  # as written by the code before the field
+    data.pop("path", None)
+    save_checkpoint(last, data)
+    resumed = run_train(config(stacks, tmp_path, "old", epochs=2, resume=True), log=quiet)
+    assert len(_history_values(resumed.run_dir)) == 2
