@@ -248,6 +248,17 @@ def quiet_thread_finder(detector: Detector) -> FaceFinder:
     return finder
 
 
+def quiet_background_finder(detector: Detector) -> BackgroundFinder:
+    """``thread_background_finder``, its graph built (quietly) before it is returned."""
+    cache = getattr(_local, "background", None)
+    if cache is not None and detector in cache:
+        return cache[detector]
+    finder = thread_background_finder(detector)
+    with native_stderr_silenced():
+        finder.find(np.zeros((64, 64, 3), np.uint8))
+    return finder
+
+
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null: MediaPipe's C++ start-up chatter bypasses Python."""

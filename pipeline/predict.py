@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 
 from pipeline.config import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-from pipeline.faces import quiet_thread_finder
+from pipeline.faces import quiet_background_finder, quiet_thread_finder
 from pipeline.serving import ServingModel
 from pipeline.stackmaker import find_faces, stack_detected
-from pipeline.video import VideoError, VideoReader
+from pipeline.video import VideoError, VideoReader, decode_threads
 from pipeline.windows import SampledFrame, Window, WindowPlan, detect_frames, windows
 from stacks.dataset import resize_stack
 
@@ -136,9 +136,9 @@ class ClipWindows:
 def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> ClipWindows:
     """Decode once, find faces in the sampled frames, and stack every window that shows a face."""
     plan = WindowPlan.for_stack(model.stack, stride)
-    finder = quiet_thread_finder(model.stack.detector)
+    finder = quiet_background_finder(model.stack.detector)
     try:
-        reader = VideoReader(path)
+        reader = VideoReader(path, threads=decode_threads(1))
     except VideoError as exc:
         raise PredictError(f"{path}: {exc}") from exc
     out = ClipWindows([], 0, reader.fps, 0)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.config import StackSettings
-from pipeline.faces import Box, FaceFinder
-from pipeline.stackmaker import find_faces
+from pipeline.faces import BackgroundFinder, Box, FaceFinder, find_faces
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,26 @@ class Window:
         return self.frames[0].index
 
 
-def detect_frames(frames: Iterable[tuple[int, np.ndarray]], finder: FaceFinder) -> Iterator[SampledFrame]:
-    """Find the faces of each sampled frame as it is decoded."""
+def detect_frames(frames: Iterable[tuple[int, np.ndarray]], finder: FaceFinder | BackgroundFinder,
+                  ahead: int = 4) -> Iterator[SampledFrame]:
+    """Find the faces of each sampled frame as it is decoded, in order.
+
+    With a ``BackgroundFinder``, up to ``ahead`` frames are searched on its thread while the next
+    ones decode (as `prepare` does); any other finder searches each frame before the next decodes.
+    """
+    if not isinstance(finder, BackgroundFinder):
+        for index, bgr in frames:
+            yield SampledFrame(index, bgr, find_faces(finder, bgr))
+        return
+    queued: deque[tuple[int, np.ndarray, Future[list[Box]]]] = deque()
     for index, bgr in frames:
-        yield SampledFrame(index, bgr, find_faces(finder, bgr))
+        queued.append((index, bgr, finder.submit(bgr)))
+        if len(queued) > ahead:
+            index, bgr, found = queued.popleft()
+            yield SampledFrame(index, bgr, found.result())
+    while queued:
+        index, bgr, found = queued.popleft()
+        yield SampledFrame(index, bgr, found.result())
 
 
 class RollingWindows:

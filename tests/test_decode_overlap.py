@@ -69,3 +69,16 @@ def test_crop_of_a_colour_frame_equals_the_crop_of_its_grey_frame() -> None:
     box = Box(40, 30, 190, 180)
     grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     assert np.array_equal(crop_grey(bgr, box, 48), crop_grey(grey, box, 48))
+
+
+def test_predict_searches_ahead_in_order_and_finds_the_same_faces(head: np.ndarray, tmp_path: Path) -> None:
+    from pipeline.windows import detect_frames
+
+    clip = make_face_clip(head, tmp_path / "clip.mp4", seconds=2.0, size=SMALL, seed=2).path
+    with VideoReader(clip) as reader:
+        frames = [(i, f) for i, f in reader.frames(lambda i: i % 5 == 0) if f is not None]
+    in_line = list(detect_frames(frames, DetectionFinder()))
+    ahead = list(detect_frames(iter(frames), BackgroundFinder("detection"), ahead=3))
+    assert [f.index for f in ahead] == [f.index for f in in_line] == list(range(0, 60, 5))
+    assert [f.faces for f in ahead] == [f.faces for f in in_line]
+    assert all(len(f.faces) == 1 for f in ahead)
