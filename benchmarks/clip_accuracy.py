@@ -23,6 +23,11 @@ the class with the higher mean probability). Every pooling sees each window's fr
 The discordant clips of two methods (one right, the other wrong) and an exact McNemar p-value say
 whether a difference is more than chance.
 
+fer is slow (~4 s a clip here), and its model never changes: ``--fer-from per_clip.csv`` takes its
+answers from an earlier run's CSV on the same clips and runs fer afresh (timed) only on about
+``--fer-timed`` clips spread over the set, each of which must reproduce the CSV's probabilities, or
+the run stops.
+
 Clips already in --clips-dir are reused when ``clips.json`` there says they were made from the same
 photo with the same seed that ``make_clip_set`` would use now (the seed of a clip depends on
 --per-label); the others are made again. Timings (median seconds per clip: ``predict_file`` for ours,
@@ -32,6 +37,7 @@ ratio, on a shared machine. Writes ``per_clip.csv``, ``confusion_ours.png``, ``c
 
     python benchmarks/clip_accuracy.py [--model PATH] [--per-label 20] [--fer-every 5] [--threads 1]
                                        [--photos ../shared/data/faces] [--clips-dir DIR] [--out DIR]
+                                       [--fer-from per_clip.csv --fer-timed 25]
 """
 
 from __future__ import annotations
@@ -198,6 +204,29 @@ def run_fer(clip: Path, fer: FerReference, every: int, columns: list[int], resul
         result.fer = LABELS[int(np.argmax(result.fer_probs))]
 
 
+FerAnswer = tuple[str, np.ndarray | None, float]  # label (or NO_FACE), the 5 labels' probabilities, face share
+
+
+def read_fer_answers(path: Path) -> dict[str, FerAnswer]:
+    """fer's per-clip answers from an earlier run's per_clip.csv."""
+    answers = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            cells = [row[f"fer_p_{label}"] for label in LABELS]
+            probs = None if not all(cells) else np.array([float(v) for v in cells])
+            answers[row["clip"]] = (row["fer"], probs, float(row["fer_face_ratio"]))
+    return answers
+
+
+def check_fer_answer(result: ClipResult, earlier: FerAnswer, source: Path) -> None:
+    label, probs, _ = earlier
+    same = result.fer == label and ((probs is None and result.fer_probs is None) or (
+        probs is not None and result.fer_probs is not None and np.abs(probs - result.fer_probs).max() < 1e-4))
+    if not same:
+        raise SystemExit(f"clip_accuracy: fer on {result.clip} now gives {result.fer} but {source} says {label}: "
+                         "that CSV is from other clips or settings; run without --fer-from")
+
+
 # ------------------------------------------------------------------------------------------ report
 
 
@@ -230,7 +259,8 @@ def report(results: list[ClipResult], header: list[str], fer_name: str) -> tuple
     truths = [r.truth for r in results]
     systems = {f"ours ({p})": [r.ours[p] for r in results] for p in POOLINGS}
     systems[fer_name] = [r.fer for r in results]
-    seconds = {name: statistics.median(r.fer_seconds if name == fer_name else r.ours_seconds for r in results)
+    seconds = {name: statistics.median(t for r in results  # NaN: fer's answer taken from --fer-from, not timed
+                                       if not math.isnan(t := r.fer_seconds if name == fer_name else r.ours_seconds))
                for name in systems}
     face_share = {name: statistics.mean(r.fer_face_ratio if name == fer_name else r.ours_face_ratio
                                         for r in results) for name in systems}
@@ -296,6 +326,10 @@ def parse_args() -> argparse.Namespace:
                         help="fer analyses every N-th frame (5: our interval-5 frames; 1: fer's every frame)")
     parser.add_argument("--threads", type=int, default=1, help="torch / OpenCV / onnxruntime threads (shared CPU)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the CSV, PNGs and report")
+    parser.add_argument("--fer-from", type=Path,
+                        help="an earlier run's per_clip.csv on the same clips: fer's answers are taken from it")
+    parser.add_argument("--fer-timed", type=int, default=25,
+                        help="with --fer-from: about this many clips still run fer (timed, checked against the CSV)")
     args = parser.parse_args()
     if args.per_label < 1 or args.fer_every < 1 or args.threads < 1:
         parser.error("--per-label, --fer-every and --threads must be >= 1")
@@ -335,11 +369,22 @@ def main() -> None:
     run_ours(clips[0], model, ours_columns, ClipResult(clips[0].name, true_label(clips[0])))
     run_fer(clips[0], fer, args.fer_every, fer_columns, ClipResult(clips[0].name, true_label(clips[0])))
 
+    earlier = read_fer_answers(args.fer_from) if args.fer_from else {}
+    fer_step = max(1, len(clips) // max(1, args.fer_timed)) if earlier else 1
+    if earlier:
+        header.append(f"fer: answers from {args.fer_from}, except every {fer_step}th clip, run afresh, timed and "
+                      "checked against it")
     results = []
     for i, clip in enumerate(clips, start=1):
         result = ClipResult(clip.name, true_label(clip))
         run_ours(clip, model, ours_columns, result)
-        run_fer(clip, fer, args.fer_every, fer_columns, result)
+        if clip.name in earlier and (i - 1) % fer_step:
+            result.fer, result.fer_probs, result.fer_face_ratio = earlier[clip.name]
+            result.fer_seconds = math.nan
+        else:
+            run_fer(clip, fer, args.fer_every, fer_columns, result)
+            if clip.name in earlier:
+                check_fer_answer(result, earlier[clip.name], args.fer_from)
         results.append(result)
         print(f"  {i:>3}/{len(clips)} {clip.name:<18} true {result.truth:<9} ours {result.ours['mean']:<9} "
               f"fer {result.fer:<9} {result.ours_seconds:5.2f} s / {result.fer_seconds:5.2f} s",

@@ -348,3 +348,23 @@ def test_mirror_export_averages_each_face_with_its_mirror_image(frame_run: Path,
     probs = served.run(np.asarray(val.images[:]))
     assert metrics["accuracy"] == pytest.approx(float((probs.argmax(1) == val.labels).mean()))
     assert metrics["loss"] == pytest.approx(float(-np.log(probs[np.arange(len(val)), val.labels]).mean()), rel=1e-4)
+
+
+def test_a_frame_model_classifies_each_face_of_overlapping_windows_once(frame_run: Path, clips: dict) -> None:
+    from pipeline.predict import classify_stacks
+
+    model = load_serving_model(frame_run)
+    stacked = clip_windows(clips["long"], model).stacked
+    assert len(stacked) > 2
+    every_face = np.concatenate([s.array for s in stacked])[:, None]
+    rows = model.run(every_face)
+    expected, start = [], 0
+    for s in stacked:  # the windows' means over all their faces, each face run as often as it appears
+        expected.append(rows[start:start + len(s.array)].mean(axis=0))
+        start += len(s.array)
+    seen: list[int] = []
+    real_run = model.run
+    model.run = lambda batch: (seen.append(len(batch)), real_run(batch))[1]
+    got = classify_stacks(model, stacked)
+    assert sum(seen) == len({i for s in stacked for i in s.indices}) < len(every_face)
+    assert all(np.abs(a - b).max() < 1e-5 for a, b in zip(got, expected))
