@@ -48,8 +48,10 @@ def write_evaluation(model: nn.Module, dataset: StackDataset, checkpoint: dict, 
 
 
 def evaluate_run(run: Path, split: str = "val", data: Path | None = None, device: str = "auto",
-                 progress: bool = True) -> dict:
-    """Recompute the metrics and plots of a run's best.pt on ``split`` of its (or another) stack folder."""
+                 progress: bool = True, out: Path | None = None) -> dict:
+    """Recompute the metrics and plots of a run's best.pt on ``split`` of its (or another) stack folder.
+
+    They are written into ``out``, else the run folder (the checkpoint's folder for a file)."""
     run = Path(run)
     try:
         checkpoint = load_checkpoint(run)
@@ -60,7 +62,7 @@ def evaluate_run(run: Path, split: str = "val", data: Path | None = None, device
     except (RuntimeError, ValueError, KeyError) as exc:  # e.g. another timm version, an unregistered backbone
         raise TrainError(f"{checkpoint['path']} cannot be rebuilt with this code ({type(exc).__name__}: "
                          f"{str(exc)[:200]}); it was saved with {checkpoint.get('versions')}") from exc
-    run_dir = run if run.is_dir() else run.parent
+    run_dir = Path(out) if out is not None else run if run.is_dir() else run.parent
     folder = Path(data or checkpoint["train"]["data"])
     classes = list(checkpoint["model"]["classes"])
     try:
@@ -76,5 +78,9 @@ def evaluate_run(run: Path, split: str = "val", data: Path | None = None, device
     except DataError as exc:
         raise TrainError(str(exc)) from exc
     torch_device = resolve_device(device)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainError(f"cannot write the evaluation into {run_dir}: {exc.strerror or exc}") from exc
     return write_evaluation(model.to(torch_device).to(memory_format=torch.channels_last), dataset, checkpoint,
                             split, run_dir, torch_device)

@@ -144,13 +144,15 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="metrics, classification report and confusion matrix of a run on any split",
         description=("Load runs/<name>/best.pt (or a checkpoint file) and evaluate it on a split of its stack "
                      "folder, or of --data. Writes metrics[_<split>].json, classification_report[_<split>].csv "
-                     "and confusion_matrix[_<split>].png into the run folder (no suffix for val)."),
+                     "and confusion_matrix[_<split>].png into the run folder, or --out (no suffix for val)."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", type=Path, help="run folder or checkpoint file")
     p.add_argument("--split", default="val", choices=["train", "val", "test"], help="which split to evaluate")
     p.add_argument("--data", type=Path, default=None, help="stack folder (default: the one the run trained on)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the metrics and plots (default: the run folder, or the checkpoint's folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
@@ -160,7 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.training_parts import TrainError
 
     try:
-        m = evaluate_run(args.run, args.split, args.data, args.device, progress=not args.no_progress)
+        m = evaluate_run(args.run, args.split, args.data, args.device, progress=not args.no_progress, out=args.out)
     except TrainError as exc:
         return _fail(str(exc), 1)
     print(f"{args.split}: {m['samples']} stacks  accuracy (WAR) {m['accuracy']:.4f}  UAR {m['uar']:.4f}  "

@@ -342,7 +342,8 @@ def test_mirror_export_averages_each_face_with_its_mirror_image(frame_run: Path,
     # ONNX carries the mirror in its graph, and evaluate scores the checkpoint as it is served.
     by_onnx = predict_file(clips["long"], load_serving_model(onnx_path))
     assert np.abs(by_onnx.probs - predict_file(clips["long"], served).probs).max() < 1e-4
-    metrics = evaluate_run(mirrored, split="val", progress=False)
+    metrics = evaluate_run(mirrored, split="val", progress=False, out=tmp_path / "eval")
+    assert (tmp_path / "eval" / "metrics.json").is_file() and not (tmp_path / "metrics.json").exists()
     run_data = read_run_data(Path(plain["train"]["data"]), classes=list(plain["model"]["classes"]))
     val = load_split(run_data, "val", 32, None, False)
     probs = served.run(np.asarray(val.images[:]))
