@@ -372,7 +372,7 @@ def main() -> None:
     earlier = read_fer_answers(args.fer_from) if args.fer_from else {}
     fer_step = max(1, len(clips) // max(1, args.fer_timed)) if earlier else 1
     if earlier:
-        header.append(f"fer: answers from {args.fer_from}, except every {fer_step}th clip, run afresh, timed and "
+        header.append(f"fer: answers from {args.fer_from}, except one clip in {fer_step}, run afresh, timed and "
                       "checked against it")
     results = []
     for i, clip in enumerate(clips, start=1):
