@@ -169,3 +169,16 @@ def test_ctrl_c_during_training_then_resume_finishes_the_run(tmp_path: Path) -> 
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(runs / "r" / "last.pt")["epoch"] == done + 1
     assert (runs / "r" / "metrics.json").is_file()
+
+
+def test_output_into_a_closed_pipe_ends_quietly() -> None:
+    """`python cli.py models | head -1`: the reader is gone; no traceback, the exit status of SIGPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "cli.py", "models"], cwd=REPO, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
