@@ -1,9 +1,10 @@
 """Find faces with MediaPipe and turn them into square crop boxes.
 
 MediaPipe graphs are not thread-safe, and building one costs far more than running it on a frame,
-so each worker thread builds one finder the first time it needs it and reuses it for every clip
-(``thread_finder``). Both finders are stateless between calls (no tracking), so a finder reused
-across clips cannot carry one clip's face position into the next.
+so each thread builds one finder the first time it needs it and reuses it for every clip
+(``thread_finder``); `prepare` and `predict` search on a companion thread of the decoding thread
+(``BackgroundFinder``), which holds that thread's graph. Both finders are stateless between calls
+(no tracking), so a finder reused across clips cannot carry one clip's face position into the next.
 """
 
 from __future__ import annotations
