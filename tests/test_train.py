@@ -88,7 +88,8 @@ def test_artefacts_hold_what_a_later_user_needs(finished) -> None:
     assert report.startswith("class,precision,recall,f1,support") and "macro avg" in report
     ckpt = load_checkpoint(run / "best.pt")
     assert ckpt["model"]["classes"] == ["anger", "happy", "sad"] and ckpt["model"]["backbone"] == "resnet18"
-    assert ckpt["model"]["in_chans"] == 4 and ckpt["input"] == {"image_size": 32, "mean": 0.5, "std": 0.5}
+    assert ckpt["model"]["in_chans"] == 4
+    assert ckpt["input"] == {"image_size": 32, "mean": 0.5, "std": 0.5, "mirror": False}  # a run serves unmirrored
     assert ckpt["stack"]["interval"] == 5 and ckpt["stack"]["size"] == 32
     assert {"torch", "timm", "python"} <= set(ckpt["versions"])
     last = load_checkpoint(run / "last.pt")
