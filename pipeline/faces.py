@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import cv2
@@ -115,6 +116,13 @@ class DetectionFinder:
     the medians measured on 495 real photos by ``benchmarks/detector_compare.py``. Frames are
     shrunk to ``DETECT_SIDE`` pixels first: the network sees 128x128 anyway, and a smaller copy is
     cheaper to hand to MediaPipe. Boxes are returned in the original frame's pixels.
+
+    The graph is the one ``mp.solutions.face_detection`` runs, with the same options, so its boxes
+    are identical; but it runs synchronously through MediaPipe's task runner, as its Tasks API
+    does, instead of through the Solutions API. That call returns the detections directly, where
+    the Solutions API waits for the graph to go idle, has a Python callback collect them on a graph
+    thread (taking the GIL from the decoding threads) and builds a new result class on every call:
+    ~10% less CPU per frame, more when clips run in parallel (``benchmarks/prepare_speed.py``).
     """
 
     MESH_FRAMING = (0.0, -0.047, 0.94, 1.07)  # dx, dy, width scale, height scale
@@ -123,23 +131,26 @@ class DetectionFinder:
     # 0.6, not MediaPipe's 0.5: on the 500 real photos recall is the same (99.8%), and textured
     # backgrounds (walls, foliage) give false faces scoring 0.50-0.58.
     def __init__(self, min_confidence: float = 0.6) -> None:
-        import mediapipe as mp
-
         self.min_confidence = min_confidence
-        self._model = mp.solutions.face_detection.FaceDetection(
-            model_selection=0, min_detection_confidence=min_confidence
-        )
+        self._runner = _detection_runner(min_confidence)
+        self._timestamp = 0  # the graph wants strictly increasing packet timestamps
 
     def find(self, rgb: np.ndarray) -> list[Box]:
+        from mediapipe.python import packet_creator, packet_getter
+        from mediapipe.python._framework_bindings.image_frame import ImageFormat
+
         h, w = rgb.shape[:2]
         scale = self.DETECT_SIDE / max(h, w)
         if scale < 1.0:
             rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
                              interpolation=cv2.INTER_LINEAR)
-        result = self._model.process(rgb)
+        self._timestamp += 1
+        image = packet_creator.create_image_frame(data=np.ascontiguousarray(rgb), image_format=ImageFormat.SRGB)
+        found = self._runner.process({"image": image.at(self._timestamp)})["detections"]
+        detections = [] if found.is_empty() else packet_getter.get_proto_list(found)
         dx, dy, sw, sh = self.MESH_FRAMING
         boxes = []
-        for det in result.detections or []:
+        for det in detections:
             score = float(det.score[0]) if det.score else 1.0
             if score < self.min_confidence:  # MediaPipe 0.10.21 reports some below its threshold
                 continue
@@ -150,6 +161,39 @@ class DetectionFinder:
             if box.area > 0:
                 boxes.append(box)
         return boxes
+
+    def close(self) -> None:
+        self._runner.close()
+
+
+def _detection_runner(min_confidence: float):  # -> mediapipe TaskRunner
+    """The Solutions API's short-range face detection graph, with its options, in a task runner.
+
+    Built as ``mp.solutions.face_detection.FaceDetection`` builds it (the packaged graph, expanded
+    and validated, the score threshold set in its options), so the two give identical detections.
+    """
+    import mediapipe as mp
+    from mediapipe.framework import calculator_pb2
+    from mediapipe.modules.face_detection import face_detection_pb2
+    from mediapipe.python._framework_bindings import resource_util, task_runner, validated_graph_config
+    from mediapipe.python.solutions import face_detection
+
+    package_root = Path(mp.__file__).resolve().parent.parent
+    resource_util.set_resource_dir(str(package_root))  # where the graph finds its .tflite model
+    validated = validated_graph_config.ValidatedGraphConfig()
+    validated.initialize(binary_graph_path=str(package_root / face_detection._SHORT_RANGE_GRAPH_FILE_PATH))
+    config = calculator_pb2.CalculatorGraphConfig()
+    config.ParseFromString(validated.binary_config)
+    options = face_detection_pb2.FaceDetectionOptions()
+    for extension in config.graph_options:
+        if extension.Is(options.DESCRIPTOR):
+            extension.Unpack(options)
+            options.min_score_thresh = min_confidence
+            extension.Pack(options)
+            break
+    else:
+        config.graph_options.add().Pack(face_detection_pb2.FaceDetectionOptions(min_score_thresh=min_confidence))
+    return task_runner.TaskRunner.create(config)
 
 
 class MeshFinder:

@@ -13,6 +13,7 @@ from pipeline.synthetic import ASTRONAUT_LANDMARKS
 from pipeline.tracks import choose_face
 from stacks import ManifestRow, read_manifest, read_stack, write_manifest, write_stack
 from stacks.atomic import TMP_MARK, atomic_write
+from tests.conftest import shared_faces
 
 
 def test_square_box_adds_margin_and_stays_in_frame() -> None:
@@ -39,6 +40,45 @@ def test_finders_put_the_box_on_the_astronauts_face(finder_cls: type, head: np.n
     for x, y in ASTRONAUT_LANDMARKS.values():
         assert box.x0 < x < box.x1 and box.y0 < y < box.y1
     assert 90 < box.width < 160  # the face is ~95 px wide: a face crop, not the whole photo
+
+
+def test_detection_finder_gives_the_solutions_api_boxes(head: np.ndarray, tmp_path: Path) -> None:
+    """The task-runner graph must detect exactly what ``mp.solutions.face_detection`` does: the
+    framing calibration and every stack made before the switch rest on those boxes."""
+    import cv2
+    import mediapipe as mp
+
+    from pipeline.synthetic import load_photo, make_face_clip
+
+    photos = [load_photo(p) for p in sorted(shared_faces().rglob("*.jpg"))[::25]]
+    frames = []  # 640x480 clip frames, shrunk to DETECT_SIDE before detection
+    for i, photo in enumerate(photos[:3]):
+        clip = make_face_clip(photo, tmp_path / f"clip{i}.mp4", seconds=1.0, fps=8.0, seed=i).path
+        capture = cv2.VideoCapture(str(clip))
+        while (read := capture.read())[0]:
+            frames.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+        capture.release()
+    images = [*photos, *frames, cv2.resize(head, (48, 48))]  # and one as small as a FER2013 face
+    finder = DetectionFinder()
+    with mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.6) as solution:
+        for image in images:
+            ours = finder.find(image)
+            small = image
+            scale = DetectionFinder.DETECT_SIDE / max(image.shape[:2])
+            if scale < 1.0:
+                small = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                                   interpolation=cv2.INTER_LINEAR)
+            theirs = [d for d in solution.process(small).detections or [] if d.score[0] >= 0.6]
+            assert len(ours) == len(theirs)
+            h, w = image.shape[:2]
+            for box, det in zip(ours, theirs):
+                rb = det.location_data.relative_bounding_box
+                assert box.score == pytest.approx(det.score[0], abs=1e-6)
+                dx, dy, _, _ = DetectionFinder.MESH_FRAMING
+                centre = ((rb.xmin + rb.width * (0.5 + dx)) * w, (rb.ymin + rb.height * (0.5 + dy)) * h)
+                if 0 < box.x0 and box.x1 < w and 0 < box.y0 and box.y1 < h:  # not clamped at an edge
+                    assert box.center == pytest.approx(centre, abs=1e-3)
+    assert sum(bool(finder.find(image)) for image in images) >= len(images) - 2
 
 
 def test_finders_find_nothing_in_a_blank_frame() -> None:
