@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -134,6 +135,7 @@ class DetectionFinder:
         self.min_confidence = min_confidence
         self._runner = _detection_runner(min_confidence)
         self._timestamp = 0  # the graph wants strictly increasing packet timestamps
+        _keep_alive_in_forks(self)
 
     def find(self, rgb: np.ndarray) -> list[Box]:
         from mediapipe.python import packet_creator, packet_getter
@@ -164,6 +166,38 @@ class DetectionFinder:
 
     def close(self) -> None:
         self._runner.close()
+
+
+_live_finders: weakref.WeakSet[DetectionFinder] = weakref.WeakSet()
+_live_lock = threading.Lock()
+_pinned_for_fork: list[DetectionFinder] = []
+
+
+def _keep_alive_in_forks(finder: DetectionFinder) -> None:
+    """Never let a forked child free ``finder``'s graph.
+
+    A child forked with Python's fork handling (``os.fork``, ``subprocess`` with ``preexec_fn``, as
+    Ray starts its processes) drops the other threads' state, and with it the finders they hold in
+    thread-locals. Freeing a graph joins its worker threads, which do not exist in the child: a
+    segfault. So the finders alive at the fork are referenced from a module list that the child
+    keeps (until it execs or exits) and the parent clears as soon as the fork is done.
+    """
+    with _live_lock:
+        _live_finders.add(finder)
+
+
+def _pin_before_fork() -> None:
+    with _live_lock:
+        _pinned_for_fork[:] = list(_live_finders)
+
+
+def _fresh_lock_in_child() -> None:
+    global _live_lock
+    _live_lock = threading.Lock()  # another thread may have held it at the fork: it never returns here
+
+
+os.register_at_fork(before=_pin_before_fork, after_in_parent=_pinned_for_fork.clear,
+                    after_in_child=_fresh_lock_in_child)
 
 
 def _detection_runner(min_confidence: float):  # -> mediapipe TaskRunner
@@ -319,12 +353,13 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def warm_up(detector: Detector, workers: int, submit) -> None:  # submit: ThreadPoolExecutor.submit
-    """Build one ``BackgroundFinder`` (and its graph) for each of ``workers`` pool threads now, quietly,
-    before progress starts.
+def start_warm_up(detector: Detector, workers: int, submit) -> list[Future]:  # submit: ThreadPoolExecutor.submit
+    """Start building one ``BackgroundFinder`` (and its graph) on each of ``workers`` pool threads, so
+    that no clip waits for one, and return the futures to wait on.
 
-    A barrier holds every task until all have started, so each lands on a different thread; the
-    pool must be fresh (no idle threads yet), so that every task starts a thread of its own.
+    Call it under ``native_stderr_silenced`` and stay there until the futures are done: MediaPipe logs
+    as it builds. A barrier holds every task until all have started, so each lands on a different
+    thread; the pool must be fresh (no idle threads yet), so that every task starts a thread of its own.
     """
     barrier = threading.Barrier(workers)
     blank = np.zeros((64, 64, 3), np.uint8)
@@ -333,7 +368,4 @@ def warm_up(detector: Detector, workers: int, submit) -> None:  # submit: Thread
         thread_background_finder(detector).find(blank)
         barrier.wait(timeout=120)
 
-    with native_stderr_silenced():
-        futures = [submit(build) for _ in range(workers)]
-        for future in futures:
-            future.result()
+    return [submit(build) for _ in range(workers)]

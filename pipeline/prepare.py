@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.config import PrepareConfig, StackSettings
-from pipeline.faces import thread_background_finder, warm_up
+from pipeline.faces import native_stderr_silenced, start_warm_up, thread_background_finder
 from pipeline.framing import median_margin
 from pipeline.journal import Journal, SourceRecord
 from pipeline.labelling import CORRECTIONS_NAME, LabelFileError, Relabeller, read_corrections
@@ -206,25 +206,30 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
     out.mkdir(parents=True, exist_ok=True)
     remove_partials(out)
     journal = Journal(out).load()
-    # Files that cannot give a stack are set aside before splitting: they take no val/test slot.
-    with ThreadPoolExecutor(max_workers=max(1, config.workers)) as probe_pool:
-        probed = list(probe_pool.map(lambda s: _probe(s, settings), sources))
-    unusable = [record for record in probed if record is not None]
-    usable = [s for s, record in zip(sources, probed) if record is None]
+    workers = max(1, config.workers)
+    # A fresh pool: start_warm_up needs each of its tasks to start a thread of its own.
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
     try:
-        splits = assign_splits(usable, config.split)
-    except SplitFileError as exc:
-        raise PrepareError(str(exc)) from exc
-    stems = _stack_stems(usable, splits)
-    todo = [s for s in usable
-            if config.force or s.rel not in journal.records
-            or not journal.records[s.rel].is_current(s.path, settings.fingerprint(), splits[s.rel], s.label)]
-    # A fresh pool: warm_up needs each of its tasks to start a thread of its own.
-    pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="prepare")
-    try:
+        with ThreadPoolExecutor(max_workers=workers) as probe_pool:
+            # The workers' MediaPipe graphs are built while the clips are probed, not after.
+            with native_stderr_silenced():
+                warming = start_warm_up(settings.detector, workers, pool.submit)
+                probing = probe_pool.map(lambda s: _probe(s, settings), sources)
+                for future in warming:
+                    future.result()
+            probed = list(probing)
+        # Files that cannot give a stack are set aside before splitting: they take no val/test slot.
+        unusable = [record for record in probed if record is not None]
+        usable = [s for s, record in zip(sources, probed) if record is None]
+        try:
+            splits = assign_splits(usable, config.split)
+        except SplitFileError as exc:
+            raise PrepareError(str(exc)) from exc
+        stems = _stack_stems(usable, splits)
+        todo = [s for s in usable
+                if config.force or s.rel not in journal.records
+                or not journal.records[s.rel].is_current(s.path, settings.fingerprint(), splits[s.rel], s.label)]
         with serial_opencv():
-            if todo:
-                warm_up(settings.detector, max(1, config.workers), pool.submit)
             frames, interrupted = _process_all(pool, todo, splits, stems, config, journal)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

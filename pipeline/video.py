@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.mp4 import mp4_frame_count
+
 # Containers without a frame index (mkv, webm) give a count estimated from the duration, which
 # can be off by a frame or two; a decision made from the count allows for that.
 HINT_SLACK = 2
@@ -151,10 +153,14 @@ def serial_opencv() -> Iterator[None]:
 
 
 def probe(path: Path) -> int:
-    """The container's frame count (0 when it does not say), without decoding; VideoError if unreadable.
+    """The clip's frame count (0 when it does not say), without decoding; VideoError if unreadable.
 
-    One decoding thread: opening reads the stream headers only, and a pool of decoder threads per
-    clip would be started for nothing (~30% of the opening's time, 2 CPUs).
+    MP4/MOV headers are read directly (``mp4.mp4_frame_count``, the count FFmpeg would report); such
+    a file that cannot be decoded after all is then found, and recorded, when its turn comes. Other
+    files are opened with one decoding thread: opening reads the stream headers only.
     """
+    count = mp4_frame_count(path)
+    if count:
+        return count
     with VideoReader(path, threads=1) as reader:
         return reader.frame_count_hint

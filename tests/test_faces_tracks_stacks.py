@@ -81,6 +81,29 @@ def test_detection_finder_gives_the_solutions_api_boxes(head: np.ndarray, tmp_pa
     assert sum(bool(finder.find(image)) for image in images) >= len(images) - 2
 
 
+def test_a_forked_child_keeps_the_graphs_that_other_threads_hold(head: np.ndarray) -> None:
+    """A child forked with Python's fork handling drops other threads' state; freeing the graphs they
+    held would join graph threads the child does not have (a segfault: Ray's start-up crashed on it)."""
+    import os
+
+    from pipeline import faces
+
+    searcher = faces.BackgroundFinder("detection")  # a live thread holding a graph in a thread-local
+    assert len(searcher.find(head)) == 1
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave without running anything of pytest's
+        code = 1
+        try:
+            held = [f for f in faces._pinned_for_fork if isinstance(f, DetectionFinder)]
+            code = 0 if held else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert faces._pinned_for_fork == []  # the parent lets go at once
+    assert len(searcher.find(head)) == 1
+
+
 def test_finders_find_nothing_in_a_blank_frame() -> None:
     blank = np.full((240, 320, 3), 128, np.uint8)
     assert DetectionFinder().find(blank) == [] and MeshFinder().find(blank) == []
