@@ -352,6 +352,29 @@ def test_schedules_and_optimizers(stacks: Path, tmp_path: Path) -> None:
         assert isinstance(opt, kind)
         assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]  # no decay on biases and norms
         assert len(opt.param_groups[0]["params"]) == 1  # the conv kernel only
+        assert opt.defaults.get("fused") is (None if name == "sgd" else True)  # one kernel per step on CPU
+
+
+def test_the_fused_optimizer_makes_the_unfused_update(stacks: Path, tmp_path: Path) -> None:
+    from pipeline.training_parts import make_optimizer
+
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    settings = config(stacks, tmp_path, "x", weight_decay=0.05, lr=1e-2)
+    fused = make_optimizer(models[0], settings)
+    plain = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]}
+                               for g in make_optimizer(models[1], settings).param_groups], lr=1e-2)
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):  # the same gradients into both (through a model, float noise would differ)
+        for a, b in zip(models[0].parameters(), models[1].parameters()):
+            a.grad = torch.randn(a.shape, generator=gen)
+            b.grad = a.grad.clone()
+        fused.step()
+        plain.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_early_stop_and_resume_with_more_patience(stacks: Path, tmp_path: Path) -> None:
