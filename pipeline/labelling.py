@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-Layout = Literal["auto", "seed", "ravdess", "cremad"]
-LAYOUTS: tuple[str, ...] = ("auto", "seed", "ravdess", "cremad")
+Layout = Literal["auto", "seed", "ravdess", "cremad", "ferplus"]
+LAYOUTS: tuple[str, ...] = ("auto", "seed", "ravdess", "cremad", "ferplus")
 DROP = "drop"
 CORRECTIONS_NAME = "label_correction.csv"
 

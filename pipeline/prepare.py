@@ -11,7 +11,7 @@ import json
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,9 +19,10 @@ from tqdm import tqdm
 
 from pipeline.config import PrepareConfig, StackSettings
 from pipeline.faces import native_stderr_silenced, start_warm_up, thread_background_finder
+from pipeline.ferplus import FerPlusError
 from pipeline.framing import median_margin
-from pipeline.journal import Journal, SourceRecord
 from pipeline.labelling import CORRECTIONS_NAME, LabelFileError, Relabeller, read_corrections
+from pipeline.prepare_state import Journal, SourceRecord
 from pipeline.sources import Rejected, Source, discover
 from pipeline.splits import SplitFileError, assign_splits
 from pipeline.stackmaker import SourceSkipped, image_stacks, video_stacks
@@ -199,7 +200,10 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
     _check_source(source)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     relabeller = _relabeller(config, source)
-    sources, rejected = discover(source, config.labels, config.layout, relabeller)
+    try:
+        sources, rejected = discover(source, config.labels, config.layout, relabeller)
+    except FerPlusError as exc:
+        raise PrepareError(str(exc)) from exc
     if not sources and not rejected:
         raise PrepareError(f"source folder {source} holds no videos or images "
                            f"(looked for .mp4 .mov .avi .mkv .webm .png .jpg)")
@@ -235,7 +239,9 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
         pool.shutdown(wait=True, cancel_futures=True)
     journal.compact()
     records = [journal.records[s.rel] for s in usable if s.rel in journal.records]
-    rows = [row for record in records for row in record.rows]
+    # Votes come from the label file of this run (the journal keeps stacks, not labels' vote counts).
+    votes = {s.rel: s.votes for s in usable}
+    rows = [replace(row, votes=votes.get(row.source, "")) for record in records for row in record.rows]
     write_manifest(out, rows)
     reused = None if interrupted else len(records) - len(todo)
     report = _report(config, started, time.perf_counter() - t0, len(sources) + len(rejected), rejected,
@@ -261,7 +267,7 @@ def _report(config: PrepareConfig, started: datetime, seconds: float, n_files: i
     for record in records:
         for row in record.rows:
             stacks[row.split][row.label] += 1
-    skipped = [{"source": r.rel, "chunk": None, "reason": "not usable", "detail": r.reason} for r in rejected]
+    skipped = [{"source": r.rel, "chunk": None, "reason": r.category, "detail": r.reason} for r in rejected]
     skipped += [{"source": rec.rel, **item} for rec in records for item in rec.skipped]
     return {
         "started": started.isoformat(timespec="seconds"),

@@ -28,7 +28,9 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
         ),
         epilog=(
             "source layouts: DIR/Happy_0001.mp4 (label_id), DIR/happy/*.mp4, DIR/happy/*.png, "
-            "DIR/train/happy/*.png + DIR/test/... (kept as splits), RAVDESS names (01-01-03-01-01-01-12.mp4: "
+            "DIR/train/happy/*.png + DIR/test/... (kept as splits), FER+ (DIR/train/label.csv with ten votes per "
+            "image: majority label and votes in the manifest; unknown, NF and contempt majorities dropped), "
+            "RAVDESS names (01-01-03-01-01-01-12.mp4: "
             "emotion and actor from the name), CREMA-D names (1001_DFA_ANG_XX.flv). A label_correction.csv "
             "(file,label; label 'drop' drops the file) in --source is applied automatically.\n"
             "example: python cli.py prepare --source data/clips --interval 5 --val-fraction 0.2\n"
@@ -53,8 +55,9 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on-no-face", choices=["skip", "center"], default=d["on_no_face"],
                    help="a sequence with no face at all: skip it, or crop the centre square")
     p.add_argument("--labels", default="", help="comma-separated allowed labels; others are reported as unknown")
-    p.add_argument("--layout", choices=["auto", "seed", "ravdess", "cremad"], default="auto",
-                   help="how file names give labels (auto: RAVDESS / CREMA-D names are recognised, else the seed's)")
+    p.add_argument("--layout", choices=["auto", "seed", "ravdess", "cremad", "ferplus"], default="auto",
+                   help="how file names give labels (auto: RAVDESS / CREMA-D names and FER+ <split>/label.csv "
+                   "files are recognised, else the seed's)")
     p.add_argument("--label-map", default="",
                    help="dataset labels onto classes: FROM=TO,... (TO 'drop' drops them) or a CSV with from,to")
     p.add_argument("--corrections", type=Path, default=None,

@@ -7,6 +7,7 @@ Layouts accepted (the seed's and the usual dataset ones):
   DIR/train/happy/img.png, DIR/test/...    a dataset that already has its splits keeps them
   DIR/Actor_01/01-01-03-01-01-01-01.mp4    RAVDESS names; DIR/1001_DFA_ANG_XX.flv: CREMA-D names
                                            (``labelling``: label and actor from the name)
+  DIR/train/label.csv + DIR/train/*.png    FER+ (``ferplus``: majority label and votes from label.csv)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Source:
     kind: Kind
     split: str | None = None  # fixed by a train/ val/ test/ folder, else assigned later
     group: str | None = None  # the person in it, where the layout says (RAVDESS, CREMA-D actors)
+    votes: str = ""  # annotators' votes per class, where the layout has them (FER+): ferplus.format_votes
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Rejected:
 
     rel: str
     reason: str
+    category: str = "not usable"  # how the prepare report counts it (FER+: "majority unknown", ...)
 
 
 def normalise_label(label: str) -> str:
@@ -67,6 +70,10 @@ def discover(root: Path, labels: tuple[str, ...] = (), layout: Layout = "auto",
     label instead of silently becoming a new class. ``relabeller`` applies label corrections and the
     label map first.
     """
+    from pipeline.ferplus import discover_ferplus, is_ferplus
+
+    if layout == "ferplus" or (layout == "auto" and is_ferplus(root)):
+        return discover_ferplus(root, labels, relabeller)
     allowed = {normalise_label(x) for x in labels}
     relabeller = relabeller or Relabeller()
     sources: list[Source] = []

@@ -27,6 +27,9 @@ class ManifestRow:
     # Median margin the crops really have around the face (``stackmaker.Crops.margins``); None where no
     # face was detected, or in manifests written before it was recorded.
     margin: float | None = None
+    # The annotators' votes per class where the dataset has them (FER+), ``neutral:6;sad:4``: the soft
+    # targets of ``train --targets soft``; "" otherwise, and in manifests written before it was recorded.
+    votes: str = ""
     root: str = ""  # stack folder, filled in when reading; not written
 
     @property
@@ -70,8 +73,9 @@ def read_manifest(folder: Path, split: str | None = None, label: str | None = No
     rows = []
     with open(path, newline="", encoding="utf-8") as fh:
         for raw in csv.DictReader(fh):
-            values = {k: _TYPES.get(k, str)(raw[k]) for k in _COLUMNS if k != "margin"}
+            values = {k: _TYPES.get(k, str)(raw[k]) for k in _COLUMNS if k not in ("margin", "votes")}
             values["margin"] = float(raw["margin"]) if raw.get("margin") else None
+            values["votes"] = raw.get("votes") or ""
             row = ManifestRow(**values, root=str(folder))
             if (split is None or row.split == split) and (label is None or row.label == label):
                 rows.append(row)
