@@ -12,6 +12,7 @@
     python cli.py export runs/<name> --onnx model.onnx     ONNX (or compact int8) copy of a model
     python cli.py fetch                                    download and safely unzip the dataset (DATASET_DOWNLOAD_ID)
     python cli.py scrape --labels Happy,Sad --limit 20     labelled clips from Pexels/Pixabay (keys in .env)
+    python cli.py journal                                  the video journal web app on http://127.0.0.1:8000
 
 Run `python cli.py COMMAND --help` for the options of a stage.
 """
@@ -31,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pipeline.config import StackSettings  # noqa: E402
 from pipeline.console import fail as _fail  # noqa: E402
 from pipeline.grid_commands import add_grid  # noqa: E402
+from pipeline.journal.cli import add_journal  # noqa: E402
 from pipeline.predict_commands import add_export, add_live, add_predict  # noqa: E402
 from pipeline.prepare_commands import add_prepare  # noqa: E402
 from pipeline.train_commands import add_evaluate, add_train  # noqa: E402
@@ -110,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export(sub)
     add_fetch(sub)
     add_scrape(sub)
+    add_journal(sub)
     return parser
 
 

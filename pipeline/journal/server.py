@@ -1,0 +1,124 @@
+"""Start the journal: claim the data folder, clean what an interrupted run left, load the model once, serve.
+
+One server per data folder: an advisory lock (``flock``) on ``<data_dir>/server.lock`` is held for the
+server's life and released by the kernel when the process dies, however it dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from pipeline.journal.settings import JournalSettings
+from pipeline.journal.store import EntryStore, Recovery, StoreError
+
+log = logging.getLogger("clip_emotion.journal")
+REPO = Path(__file__).resolve().parents[2]
+LOCK_NAME = "server.lock"
+
+
+class JournalError(Exception):
+    """The journal cannot start; the message is one line saying what to do."""
+
+
+def project_version() -> str:
+    try:
+        import tomllib  # Python 3.11+
+
+        with open(REPO / "pyproject.toml", "rb") as fh:
+            return str(tomllib.load(fh)["project"]["version"])
+    except (ImportError, OSError, KeyError, ValueError):
+        return "unknown"
+
+
+def claim(data_dir: Path) -> IO[str]:
+    """Hold the data folder's lock (kept open for the server's life), or say who holds it."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(data_dir / LOCK_NAME, "a+")
+    except OSError as exc:
+        raise JournalError(f"cannot use {data_dir} as the data folder ({exc.strerror}); pass another --data-dir") from exc
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise JournalError(f"another journal server (pid {holder}) is already using {data_dir}; stop it first, or "
+                           "pass another --data-dir") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind here, not in uvicorn, so that a busy port is one clear line and port 0 reports the port it got."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "is already in use" if exc.errno == 98 else f"cannot be used ({exc.strerror})"
+        raise JournalError(f"{host}:{port} {reason}; pass another --port (or --port 0 for any free one)") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Started:
+    url: str
+    token: str | None
+    recovery: Recovery
+
+
+def serve(settings: JournalSettings, announce: Callable[[Started], None]) -> None:
+    """Run until interrupted; ``announce`` is called once the server listens (the CLI prints it)."""
+    import uvicorn
+
+    from pipeline.journal.app import create_app
+    from pipeline.journal.classify import ClipClassifier
+    from pipeline.serving import ModelLoadError, load_serving_model
+
+    token = settings.token
+    if token is None and not settings.loopback:
+        token = secrets.token_urlsafe(24)
+    lock = claim(settings.data_dir)
+    try:
+        try:
+            store = EntryStore(settings.data_dir)
+        except StoreError as exc:
+            raise JournalError(str(exc)) from None
+        recovery = store.recover()
+        try:
+            model = load_serving_model(settings.model)
+        except ModelLoadError as exc:
+            raise JournalError(str(exc)) from None
+        classifier = ClipClassifier(model, settings.workers, settings.queue, settings.min_seconds)
+        sock = listen(settings.host, settings.port)
+        app = create_app(settings, store, classifier, project_version(), token)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10,
+                                server_header=False)
+        server = uvicorn.Server(config)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        announce(Started(f"http://{shown}:{port}/", token, recovery))
+        try:
+            server.run(sockets=[sock])
+        finally:
+            classifier.close()
+            store.close()
+            sock.close()
+    finally:
+        lock.close()
