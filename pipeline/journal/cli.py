@@ -46,4 +46,7 @@ def cmd_journal(args: argparse.Namespace) -> int:
         serve(settings, announce)
     except JournalError as exc:
         return fail(str(exc))
+    except KeyboardInterrupt:  # uvicorn has finished the requests in flight, then passes Ctrl-C/SIGTERM on
+        pass
+    print("journal stopped; every saved entry is on disk")
     return 0

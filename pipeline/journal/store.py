@@ -205,10 +205,13 @@ class EntryStore:
 
     def clip_file(self, entry_id: str) -> tuple[Path, str] | None:
         """The stored clip of an entry and its media type; the name comes from the database, never a request."""
-        entry = self.get(entry_id)
-        if entry is None:
+        if not ENTRY_ID.match(entry_id):
             return None
-        path = self.clips / entry["clip"]
+        with self._lock:
+            row = self._db.execute("SELECT clip FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        if row is None:
+            return None
+        path = self.clips / row["clip"]
         return (path, CLIP_TYPES.get(path.suffix, "application/octet-stream")) if path.is_file() else None
 
     def count(self) -> int:
