@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo lint bench bench-deps default-model clean
+.PHONY: setup test demo journal browser lint bench bench-deps default-model clean
 
 # Reinstalls when a requirements file changes; the stamp marks a finished install.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -21,8 +21,18 @@ $(RAY_STAMP): $(STAMP) requirements-ray.txt
 	$(PY) -m pip install --quiet -r requirements-ray.txt
 	touch $(RAY_STAMP)
 
-test: setup $(RAY_STAMP)
+# Debian's Chromium for the journal's browser test (Playwright drives it; its own browser download cannot
+# work offline). Installed with apt when missing: CI runs as root.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium fonts-liberation fonts-dejavu-core >/dev/null; }
+
+test: setup $(RAY_STAMP) browser
 	$(PY) -m pytest
+
+# The video journal on http://127.0.0.1:8000 (entries in journal/; Ctrl-C stops it, nothing is lost).
+journal: setup
+	$(PY) cli.py journal
 
 # The README's first command: a journal-style clip made from a real face photo that ships with a dependency
 # (scikit-image's astronaut), classified by the model shipped in models/default/, with the annotated clip
