@@ -1,0 +1,284 @@
+"""The journal page in a real Chromium (Debian's package) driven by Playwright, against a real server.
+
+Chromium's fake camera plays a real face clip made here (the smiling astronaut, as .y4m), so the page
+records through getUserMedia + MediaRecorder exactly as for a person, and the real model classifies it.
+The page runs under the server's Content-Security-Policy: any violation or script error fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, SMALL, make_corrupt_file, make_face_clip
+from tests.journal_server import JournalServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason="Chromium not found at /usr/bin/chromium (Debian: apt-get install -y chromium)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+expect = sync_api.expect
+
+HAPPY = re.compile(r"^\s*happy\s*$", re.IGNORECASE)
+TOKEN = "browser-test-token-4f1c9a"
+SCREENSHOT_ENV = "JOURNAL_SCREENSHOT"  # also copy the history screenshot there (docs/journal.png is made so)
+
+
+@pytest.fixture(scope="module")
+def camera_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smiling astronaut, 4 s at 640x480, as the raw .y4m Chromium's fake camera reads."""
+    from pipeline.synthetic import astronaut_head
+
+    root = tmp_path_factory.mktemp("camera")
+    mp4 = make_face_clip(astronaut_head(), root / "face.mp4", seconds=4, size=(640, 480)).path
+    y4m = root / "face.y4m"
+    ffmpeg("-i", str(mp4), "-pix_fmt", "yuv420p", str(y4m))
+    return y4m
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JournalServer]:
+    # With an access token, as when bound beyond loopback: the page must work through the token cookie alone.
+    journal = JournalServer(tmp_path_factory.mktemp("journal") / "data", args=["--token", TOKEN]).start()
+    try:
+        yield journal
+    finally:
+        journal.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(camera_clip: Path) -> Iterator[object]:
+    playwright = sync_api.sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu",
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera_clip}",
+            "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync",
+        ])
+        yield browser
+        browser.close()
+    finally:
+        playwright.stop()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[object]:
+    """A fresh page; script errors and console errors (CSP violations among them) fail the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    problems: list[str] = []
+    page.on("pageerror", lambda err: problems.append(f"script error: {err}"))
+
+    def console(msg) -> None:
+        # An API error answer is logged by Chromium as a failed resource; the tests that cause one allow it.
+        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+            problems.append(f"console: {msg.text}")
+
+    page.on("console", console)
+    yield page
+    context.close()
+    assert not problems, "\n".join(problems)
+
+
+def open_journal(page, server: JournalServer) -> None:
+    """The address the server prints (with ?token=); the server answers with the cookie and a plain /."""
+    page.goto(f"{server.url}?token={server.token}" if server.token else server.url)
+    assert "token" not in page.url
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
+def entries(server: JournalServer) -> list[dict]:
+    status, body = server.json("GET", "api/entries")
+    assert status == 200, body
+    return body["entries"]
+
+
+def ffmpeg(*args: str) -> None:
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", *args], check=True, timeout=120)
+
+
+def h264(clip: Path) -> Path:
+    """The clip as H.264 in MP4, as a phone writes it (OpenCV's mp4v is not something a browser plays)."""
+    out = clip.with_name(clip.stem + "_h264.mp4")
+    ffmpeg("-i", str(clip), "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+           "-movflags", "+faststart", str(out))
+    return out
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_record_save_reload_restart_edit_delete(server: JournalServer, page) -> None:
+    before = len(entries(server))
+    open_journal(page, server)
+    classes = [c.lower() for c in server.json("GET", "api/health")[1]["classes"]]
+    expect(page.locator("#legend .legend-item")).to_have_count(len(classes))
+
+    # record: camera, a visible 3-2-1 countdown, 4 s of MediaRecorder, the clip played back before saving
+    page.click("#record")
+    expect(page.locator("#countdown")).to_be_visible()
+    expect(page.locator("#countdown")).to_have_text(re.compile("^[123]$"))
+    expect(page.locator("#playback")).to_be_visible(timeout=20_000)
+    assert page.eval_on_selector("#playback", "v => v.src.startsWith('blob:')")
+    expect(page.locator("#retake")).to_be_visible()
+    expect(page.locator("#save")).to_be_enabled()
+    page.fill("#note", "a walk by the river")
+    page.click("#save")
+
+    # the result: the label, a bar per class, the face share, the timeline chart and the stored clip playing
+    expect(page.locator("#result-label")).to_have_text(HAPPY, timeout=60_000)
+    expect(page.locator("#error")).to_be_hidden()
+    result = page.locator("#result")
+    expect(result.locator("[data-testid=bars] li")).to_have_count(len(classes))
+    expect(result.locator("[data-testid=face-ratio]")).to_contain_text("%")
+    expect(result.locator("[data-testid=timeline] svg path").first).to_be_attached()
+    page.wait_for_function("document.querySelector('#result video').readyState >= 1", timeout=20_000)
+
+    stored = entries(server)
+    assert len(stored) == before + 1
+    entry = stored[0]
+    assert entry["label"].lower() == "happy" and entry["note"] == "a walk by the river"
+    item = page.locator(f"[data-testid=entry][data-id='{entry['id']}']")
+    expect(item).to_have_count(1)
+    expect(item.locator("[data-testid=entry-label]")).to_have_text(HAPPY)
+    expect(item.locator("[data-testid=entry-note]")).to_have_text("a walk by the river")
+    expect(page.locator(f"#calendar [data-testid=calendar-day][data-label='{entry['label']}']")).to_have_count(1)
+    expect(page.get_by_test_id(f"count-7-{entry['label']}")).to_have_text("1")
+
+    # it survives a reload, then a server restart
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(item.locator("[data-testid=entry-label]")).to_have_text(HAPPY)
+    server.stop()
+    server.start()
+    open_journal(page, server)
+    expect(item).to_have_count(1)
+
+    # opening it loads the clip lazily, shows its bars and timeline; its note can be edited
+    assert item.locator("video").count() == 0
+    item.get_by_test_id("entry-open").click()
+    expect(item.locator("[data-testid=bars] li")).to_have_count(len(classes))
+    expect(item.locator("[data-testid=timeline] svg")).to_be_visible()
+    item.locator("video").evaluate("v => new Promise((ok, fail) => { if (v.readyState >= 1) ok();"
+                                   " v.onloadedmetadata = ok; v.onerror = () => fail(new Error('clip failed')); })")
+    item.get_by_test_id("note-edit").fill("a walk by the river, then tea")
+    item.get_by_test_id("note-save").click()
+    expect(item.get_by_test_id("note-status")).to_have_text("Note saved.")
+    expect(item.get_by_test_id("entry-note")).to_have_text("a walk by the river, then tea")
+    assert server.json("GET", f"api/entries/{entry['id']}")[1]["note"] == "a walk by the river, then tea"
+
+    # delete, with the confirm step inside the page: cancel keeps it, confirm removes it
+    item.get_by_test_id("delete").click()
+    item.get_by_test_id("cancel-delete").click()
+    expect(item).to_have_count(1)
+    item.get_by_test_id("delete").click()
+    item.get_by_test_id("confirm-delete").click()
+    expect(item).to_have_count(0)
+    assert server.json("GET", f"api/entries/{entry['id']}")[0] == 404
+    assert server.request("GET", f"api/entries/{entry['id']}/clip")[0] == 404
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(item).to_have_count(0)
+    assert len(entries(server)) == before
+
+
+def test_corrupt_upload_shows_the_servers_message(server: JournalServer, page, tmp_path: Path) -> None:
+    broken = make_corrupt_file(tmp_path / "broken.mp4")
+    before = len(entries(server))
+    # what the server says about this file, asked without storing anything
+    status, answer = server.upload("api/predict", broken.read_bytes(), filename="broken.mp4")
+    assert 400 <= status < 500 and answer["error"], answer
+
+    open_journal(page, server)
+    page.set_input_files("#upload", str(broken))
+    expect(page.locator("#save")).to_be_enabled()
+    page.click("#save")
+    error = page.locator("#error")
+    expect(error).to_be_visible(timeout=30_000)
+    expect(error).to_have_attribute("role", "alert")
+    expect(page.get_by_test_id("error-message")).to_have_text(answer["error"])
+    expect(page.locator("#status")).to_have_text("Nothing was saved.")
+    expect(page.locator("#result")).to_be_hidden()
+    assert len(entries(server)) == before
+    page.click("#error-close")
+    expect(error).to_be_hidden()
+
+
+def test_history_screenshot(server: JournalServer, page, tmp_path: Path) -> None:
+    """A few entries uploaded through the API, the newest one opened; the image is written and is a PNG."""
+    from pipeline.synthetic import astronaut_head
+
+    head = astronaut_head()
+    notes = ["Coffee on the balcony before work.", "Long day; the run helped.", "Dinner with Ana and Joss."]
+    for i, note in enumerate(notes):
+        photo = head if i != 1 else np.ascontiguousarray(head[:, ::-1])
+        clip = make_face_clip(photo, tmp_path / f"seed_{i}.mp4", seconds=3.2, size=SMALL, seed=10 + i).path
+        status, body = server.upload("api/entries", h264(clip).read_bytes(), note=note)
+        assert status == 201, body
+
+    open_journal(page, server)
+    newest = page.locator("[data-testid=entry]").first
+    expect(newest.get_by_test_id("entry-note")).to_have_text(notes[-1])
+    expect(page.locator("[data-testid=entry]")).to_have_count(len(entries(server)))
+    newest.get_by_test_id("entry-open").click()
+    expect(newest.locator("[data-testid=timeline] svg")).to_be_visible()
+    newest.locator("video").evaluate("v => new Promise((ok, fail) => { if (v.readyState >= 2) ok();"
+                                     " v.onloadeddata = ok; v.onerror = () => fail(new Error('clip failed')); })")
+    page.eval_on_selector_all("video", "vs => vs.forEach(v => { v.pause(); v.currentTime = 1.5; })")
+    page.wait_for_timeout(300)
+
+    shot = tmp_path / "journal.png"
+    page.screenshot(path=str(shot), full_page=True)
+    width, height = png_size(shot)
+    assert width == 1280 and height >= 900 and shot.stat().st_size > 30_000
+    target = os.environ.get(SCREENSHOT_ENV)
+    if target:
+        path = Path(target) if Path(target).is_absolute() else REPO / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, path)
+
+
+def test_export_links_download_every_entry(server: JournalServer, page) -> None:
+    open_journal(page, server)
+    stored = entries(server)
+    with page.expect_download() as download:
+        page.click("#export-json")
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert sorted(e["id"] for e in exported["entries"]) == sorted(e["id"] for e in stored)
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    rows = Path(download.value.path()).read_text().strip().splitlines()
+    assert rows[0].startswith("id,") and len(rows) == 1 + len(stored)
+
+
+def test_the_page_needs_the_token(server: JournalServer, browser) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        response = page.goto(server.url)
+        assert response.status == 401 and "access token" in json.loads(response.text())["error"]
+        open_journal(page, server)
+        expect(page.locator("#model-info")).to_contain_text("Model ")
+        expect(page.locator("#error")).to_be_hidden()
+    finally:
+        context.close()
