@@ -19,6 +19,11 @@ OnNoFace = Literal["skip", "center"]
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".flv")  # .flv: CREMA-D's videos
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
+# Sequence length, minimum length and interval are counted in frames at this rate: they are times
+# (90 -> 3 s), the rate the training clips had. A clip at another or a variable rate is sampled by
+# presentation time (``timegrid``), and a checkpoint without seconds is read at this rate.
+REFERENCE_FPS = 30.0
+
 # Bump when the crop code changes in a way that changes the pixels of a stack: it is part of the
 # fingerprint, so stale stacks get rebuilt instead of silently mixed with new ones.
 CROP_VERSION = 2
@@ -70,6 +75,24 @@ class StackSettings:
         """Frame offsets inside a sequence that are sampled: 0, k, 2k, ..."""
         return list(range(0, self.sequence_length, self.interval))
 
+    @property
+    def sequence_seconds(self) -> float:
+        return self.sequence_length / REFERENCE_FPS
+
+    @property
+    def interval_seconds(self) -> float:
+        return self.interval / REFERENCE_FPS
+
+    @property
+    def min_seconds(self) -> float:
+        return self.min_length / REFERENCE_FPS
+
+    def timing(self) -> dict[str, float]:
+        """The lengths as seconds, as a model stores them beside the frame counts."""
+        return {"sequence_seconds": round(self.sequence_seconds, 6),
+                "interval_seconds": round(self.interval_seconds, 6),
+                "min_seconds": round(self.min_seconds, 6), "reference_fps": REFERENCE_FPS}
+
     def fingerprint(self) -> str:
         """Short hash of everything that changes a stack's pixels; decides what a rerun may skip."""
         payload = json.dumps({**asdict(self), "crop_version": CROP_VERSION}, sort_keys=True)
@@ -79,9 +102,16 @@ class StackSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> StackSettings:
+    def from_dict(cls, data: dict, timing: dict | None = None) -> StackSettings:
+        """``timing``: the seconds a model stored (``timing()``); they rule over the frame counts. Without
+        them (checkpoints from before), the counts are frames at ``REFERENCE_FPS``."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        for name, key in (("sequence_length", "sequence_seconds"), ("interval", "interval_seconds"),
+                          ("min_length", "min_seconds")):
+            if timing and isinstance(timing.get(key), (int, float)):
+                values[name] = max(1, int(round(timing[key] * REFERENCE_FPS)))
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -184,6 +214,7 @@ Optimizer = Literal["adamw", "adam", "sgd"]
 Schedule = Literal["exponential", "cosine", "constant"]
 Balance = Literal["none", "weights", "sampler"]
 Monitor = Literal["accuracy", "uar", "macro_f1", "loss"]
+Targets = Literal["majority", "soft"]
 
 
 @dataclass(frozen=True)
@@ -207,6 +238,9 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     clip_grad: float = 5.0  # max gradient norm; 0 turns clipping off
     label_smoothing: float = 0.0
+    # majority: each stack's label; soft: the annotators' vote distribution in the manifest (FER+), as the FER+
+    # paper's cross-entropy scheme (pipeline/soft_targets.py). Validation is scored on the labels either way.
+    targets: Targets = "majority"
     balance: Balance = "none"
     monitor: Monitor = "accuracy"
     patience: int = 10  # epochs without improvement of --monitor before stopping; 0 = never stop early
@@ -246,6 +280,8 @@ class TrainConfig:
             problems.append(f"--lr must be > 0 (got {self.lr})")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
+        if self.targets not in ("majority", "soft"):
+            problems.append(f"--targets must be 'majority' or 'soft' (got {self.targets!r})")
         if not 0.0 < self.gamma <= 1.0:
             problems.append(f"--gamma must be in (0, 1] (got {self.gamma})")
         if self.patience < 0:

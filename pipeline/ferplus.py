@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pipeline.labelling import DROP, Relabeller
 from pipeline.sources import Rejected, Source, normalise_label
+from stacks.manifest import format_votes, parse_votes
 
 LABEL_FILE = "label.csv"
 VOTE_ORDER = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
@@ -37,6 +38,7 @@ CLASSES: dict[str, str | None] = {
 # FER+'s folder names (theirs and the short ones) -> our split names.
 SPLIT_FOLDERS = {"train": "train", "valid": "val", "test": "test",
                  "FER2013Train": "train", "FER2013Valid": "val", "FER2013Test": "test"}
+__all__ = ["discover_ferplus", "format_votes", "is_ferplus", "majority", "parse_votes", "read_label_file"]
 DROP_REASONS = {"unknown": "majority unknown", "NF": "majority not a face",
                 "contempt": "majority contempt (not a class here)"}
 
@@ -89,22 +91,6 @@ def class_votes(votes: tuple[int, ...], label_map: Mapping[str, str], allowed: s
         if cls == DROP or (allowed and cls not in allowed):
             continue
         result[cls] = result.get(cls, 0) + count
-    return result
-
-
-def format_votes(votes: Mapping[str, int]) -> str:
-    """``neutral:6;sad:4``: the manifest cell (no commas, so the CSV needs no quoting)."""
-    return ";".join(f"{cls}:{n}" for cls, n in sorted(votes.items()) if n > 0)
-
-
-def parse_votes(text: str) -> dict[str, int]:
-    """The inverse of ``format_votes``; ``{}`` for an empty cell."""
-    result = {}
-    for item in filter(None, (part.strip() for part in (text or "").split(";"))):
-        cls, _, count = item.rpartition(":")
-        if not cls:
-            raise ValueError(f"a votes cell item must be class:count, got {item!r}")
-        result[cls] = int(count)
     return result
 
 

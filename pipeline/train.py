@@ -31,6 +31,7 @@ from pipeline.inference import autocast, predict_logits
 from pipeline.metrics import confusion_matrix, summarise
 from pipeline.plots import plot_curves
 from pipeline.run_data import RunData, load_split, read_run_data
+from pipeline.soft_targets import SoftTargetError, vote_distributions
 from pipeline.training_parts import (
     TrainError,
     batch_order,
@@ -157,6 +158,11 @@ class Trainer:
         except ValueError as exc:
             raise TrainError(str(exc)) from exc
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config, self.steps_per_epoch))
+        try:  # soft: the vote distribution of every training stack, in the dataset's row order
+            self.soft = (torch.from_numpy(vote_distributions(self.train_set.rows, self.data.classes))
+                         if config.targets == "soft" else None)
+        except SoftTargetError as exc:
+            raise TrainError(str(exc)) from exc
         weights = class_weights(self.train_set.class_counts()) if config.balance == "weights" else None
         self.loss_weights = None if weights is None else weights.to(self.device)
         self.state = LoopState()
@@ -271,11 +277,12 @@ class Trainer:
         for indices in bar:
             images, labels = self.train_set[indices]
             labels = labels.to(self.device)
+            targets = labels if self.soft is None else self.soft[self.train_set.batch_order(indices)].to(self.device)
             x = augment_batch(to_unit(images, self.device), config.augment, gen)
             x = normalise(x, self.inputs.mean, self.inputs.std).contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.bf16):
                 logits = self.forward(x).float()
-            loss = F.cross_entropy(logits, labels, weight=self.loss_weights, label_smoothing=config.label_smoothing)
+            loss = F.cross_entropy(logits, targets, weight=self.loss_weights, label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainError(f"the loss became {loss.item()} in epoch {epoch}: training diverged; lower --lr "
                                  f"(now {config.lr}) or raise --warmup-epochs")
@@ -302,7 +309,7 @@ class Trainer:
         self.log(f"{config.backbone}: {self.data.channels} channels, {len(self.data.classes)} classes "
                  f"({', '.join(self.data.classes)}), {len(self.train_set)} train / {len(self.val_set)} val stacks "
                  f"at {self.inputs.image_size}px on {self.device} ({'bf16 autocast' if self.bf16 else 'fp32'}); "
-                 f"{self.start_note}")
+                 f"{self.start_note}" + ("; targets: the vote distributions" if self.soft is not None else ""))
         if state.epoch >= config.epochs or state.stopped_early:
             self.log(f"{self.run_dir} already finished ({state.epoch} epochs); evaluating its best.pt")
         while state.epoch < config.epochs and not state.stopped_early:

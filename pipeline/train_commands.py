@@ -67,6 +67,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--warmup-epochs", type=float, default=d["warmup_epochs"], help="cosine: linear warmup")
     g.add_argument("--clip-grad", type=float, default=d["clip_grad"], help="max gradient norm (0: off)")
     g.add_argument("--label-smoothing", type=float, default=d["label_smoothing"])
+    g.add_argument("--targets", choices=["majority", "soft"], default=d["targets"],
+                   help="train against each stack's label, or against the annotators' vote distribution in the "
+                   "manifest (FER+; cross-entropy with the vote shares)")
     g.add_argument("--monitor", choices=["accuracy", "uar", "macro_f1", "loss"], default=d["monitor"],
                    help="validation metric that picks best.pt and drives early stopping")
     g.add_argument("--patience", type=int, default=d["patience"],
@@ -107,7 +110,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         input=InputSettings(image_size=args.image_size), augment=augment, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer,
         momentum=args.momentum, schedule=args.schedule, gamma=args.gamma, warmup_epochs=args.warmup_epochs,
-        clip_grad=args.clip_grad, label_smoothing=args.label_smoothing, balance=args.balance, monitor=args.monitor,
+        clip_grad=args.clip_grad, label_smoothing=args.label_smoothing, targets=args.targets, balance=args.balance,
+        monitor=args.monitor,
         patience=args.patience, device=args.device, precision=args.precision, compile=args.compile,
         seed=args.seed, resume=args.resume,
         overwrite=args.overwrite, pretrained=args.pretrained, weights=args.weights, init=args.init,

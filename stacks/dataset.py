@@ -132,8 +132,13 @@ class StackDataset(Dataset):
         the cache mode."""
         if isinstance(index, (int, np.integer)):
             return torch.from_numpy(np.array(self.images[index])), torch.tensor(self.labels[index])
-        idx = np.sort(np.asarray(index))
+        idx = self.batch_order(index)
         return torch.from_numpy(np.ascontiguousarray(self.images[idx])), torch.from_numpy(self.labels[idx])
+
+    @staticmethod
+    def batch_order(index: Sequence[int]) -> np.ndarray:
+        """The order of the stacks a batch ``dataset[index]`` returns, for targets kept beside the dataset."""
+        return np.sort(np.asarray(index))
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(self.classes))

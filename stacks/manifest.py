@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -38,6 +39,22 @@ class ManifestRow:
 
 
 _COLUMNS = [f.name for f in fields(ManifestRow) if f.name != "root"]
+
+
+def format_votes(votes: Mapping[str, int]) -> str:
+    """``neutral:6;sad:4``: the ``votes`` cell (no commas, so the CSV needs no quoting)."""
+    return ";".join(f"{cls}:{n}" for cls, n in sorted(votes.items()) if n > 0)
+
+
+def parse_votes(text: str) -> dict[str, int]:
+    """The inverse of ``format_votes``; ``{}`` for an empty cell."""
+    result = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(";"))):
+        cls, _, count = item.rpartition(":")
+        if not cls:
+            raise ValueError(f"a votes cell item must be class:count, got {item!r}")
+        result[cls] = int(count)
+    return result
 _TYPES = {"chunk": int, "channels": int, "frames": int, "face_ratio": float}
 
 
