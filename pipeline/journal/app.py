@@ -110,6 +110,12 @@ def create_app(settings: JournalSettings, store: EntryStore, classifier: ClipCla
             exc.status_code, str(exc.detail))
         return _error(exc.status_code, message)
 
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this answer, so uvicorn still logs the traceback on the server's console.
+        return _error(500, f"the server failed on this request ({type(exc).__name__}); nothing was stored. "
+                           "The details are on the server's console")
+
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(400, "bad request: " + "; ".join(str(e.get("msg")) for e in exc.errors()))
