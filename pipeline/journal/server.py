@@ -44,7 +44,8 @@ def claim(data_dir: Path) -> IO[str]:
         data_dir.mkdir(parents=True, exist_ok=True)
         fh = open(data_dir / LOCK_NAME, "a+")
     except OSError as exc:
-        raise JournalError(f"cannot use {data_dir} as the data folder ({exc.strerror}); pass another --data-dir") from exc
+        raise JournalError(f"cannot use {data_dir} as the data folder ({exc.strerror}); "
+                           "pass another --data-dir") from exc
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
