@@ -11,8 +11,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,7 @@ expect = sync_api.expect
 
 HAPPY = re.compile(r"^\s*happy\s*$", re.IGNORECASE)
 TOKEN = "browser-test-token-4f1c9a"
+ONE_SLOT = ["--workers", "1", "--queue", "0"]  # one clip at a time: a held upload makes the server busy
 SCREENSHOT_ENV = "JOURNAL_SCREENSHOT"  # also copy the history screenshot there (docs/journal.png is made so)
 
 
@@ -52,7 +55,7 @@ def camera_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JournalServer]:
     # With an access token, as when bound beyond loopback: the page must work through the token cookie alone.
-    journal = JournalServer(tmp_path_factory.mktemp("journal") / "data", args=["--token", TOKEN]).start()
+    journal = JournalServer(tmp_path_factory.mktemp("journal") / "data", args=["--token", TOKEN, *ONE_SLOT]).start()
     try:
         yield journal
     finally:
@@ -120,6 +123,12 @@ def h264(clip: Path) -> Path:
     ffmpeg("-i", str(clip), "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
            "-movflags", "+faststart", str(out))
     return out
+
+
+def _head() -> np.ndarray:
+    from pipeline.synthetic import astronaut_head
+
+    return astronaut_head()
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -282,3 +291,36 @@ def test_the_page_needs_the_token(server: JournalServer, browser) -> None:
         expect(page.locator("#error")).to_be_hidden()
     finally:
         context.close()
+
+
+def test_busy_server_says_when_to_retry(server: JournalServer, page, tmp_path: Path) -> None:
+    """An upload that never finishes holds the only slot: the page says 503's Retry-After, then saving works."""
+    clip = h264(make_face_clip(_head(), tmp_path / "busy.mp4", seconds=3.2, size=SMALL, seed=21).path)
+    open_journal(page, server)
+    before = len(entries(server))
+    held = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        held.sendall((f"POST /api/entries HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                      f"Authorization: Bearer {server.token}\r\nContent-Length: 100000\r\n"
+                      "Content-Type: multipart/form-data; boundary=held\r\n\r\n--held\r\n").encode())
+        deadline = time.monotonic() + 20
+        while server.upload("api/predict", b"", filename="probe.mp4")[0] != 503:  # until the slot is taken
+            assert time.monotonic() < deadline, "the held upload never took the server's only slot"
+            time.sleep(0.1)
+        page.set_input_files("#upload", str(clip))
+        page.click("#save")
+        busy = re.compile(r"^the server is busy, try again in \d+ s$")
+        expect(page.get_by_test_id("error-message")).to_have_text(busy)
+        expect(page.locator("#status")).to_have_text("Nothing was saved.")
+        assert len(entries(server)) == before
+    finally:
+        held.close()
+    # the slot comes back when the held upload is dropped; the same clip, still pending, is saved
+    deadline = time.monotonic() + 20
+    while server.upload("api/predict", b"", filename="probe.mp4")[0] == 503:
+        assert time.monotonic() < deadline, "the dropped upload never gave its slot back"
+        time.sleep(0.1)
+    page.click("#save")
+    expect(page.locator("#result-label")).to_have_text(HAPPY, timeout=60_000)
+    expect(page.locator("#error")).to_be_hidden()
+    assert len(entries(server)) == before + 1
