@@ -10,18 +10,19 @@ import cv2
 import numpy as np
 
 from pipeline.predict import PredictError, Prediction
-from pipeline.video import VideoReader
+from pipeline.timegrid import TOLERANCE
+from pipeline.video import VideoError, VideoReader
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
-def _current_window(pred: Prediction, frame: int) -> int | None:
-    """Of the windows holding ``frame``, the one whose centre is nearest: the emotion "now" on a timeline
-    of overlapping windows. None where no window with a face covers the frame."""
-    holding = [i for i, w in enumerate(pred.windows) if w.start <= frame < w.end]
+def _current_window(pred: Prediction, time: float) -> int | None:
+    """Of the windows holding the moment ``time`` (s), the one whose centre is nearest: the emotion "now" on
+    a timeline of overlapping windows. None where no window with a face covers it."""
+    holding = [i for i, w in enumerate(pred.windows) if w.start_s - TOLERANCE <= time < w.end_s - TOLERANCE]
     if not holding:
         return None
-    return min(holding, key=lambda i: abs((pred.windows[i].start + pred.windows[i].end) / 2 - frame))
+    return min(holding, key=lambda i: abs((pred.windows[i].start_s + pred.windows[i].end_s) / 2 - time))
 
 
 def check_annotate_path(out: Path, source: Path) -> None:
@@ -59,8 +60,9 @@ def write_annotated(pred: Prediction, out: Path) -> int:
     tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
     written, writer = 0, None
     try:
-        with VideoReader(Path(pred.source)) as reader:
-            for index, bgr in reader.frames(lambda i: True):
+        with VideoReader(Path(pred.source)) as reader:  # upright, as the prediction saw it
+            for item in reader.decoded():
+                index, bgr = item.index, item.bgr()
                 if writer is None:  # sized from the first decoded frame, not the container's claim
                     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC[out.suffix.lower()]),
                                              reader.fps, (bgr.shape[1], bgr.shape[0]))
@@ -70,7 +72,7 @@ def write_annotated(pred: Prediction, out: Path) -> int:
                 at = bisect.bisect_right(sampled, index) - 1
                 near = sampled[at] if at >= 0 else None
                 box = pred.boxes[near] if near is not None and pred.found.get(near) else None
-                current = _current_window(pred, index)
+                current = _current_window(pred, item.time)
                 if current is None:
                     text = "no face"
                 else:
@@ -84,6 +86,8 @@ def write_annotated(pred: Prediction, out: Path) -> int:
         if written == 0:
             raise PredictError(f"{pred.source}: no frame could be decoded for --annotate")
         os.replace(tmp, out)
+    except VideoError as exc:
+        raise PredictError(f"{pred.source}: {exc}") from exc
     finally:
         if writer is not None:
             writer.release()

@@ -72,7 +72,7 @@ def export_onnx(run: Path, out: Path, mirror: bool | None = None) -> dict:
 def export_compact(run: Path, out: Path, mirror: bool | None = None) -> dict:
     """Everything a served model needs, weights as int8 (``models.compact``), no optimizer state."""
     data, _ = _load(run, mirror)
-    keep = ("model", "kind", "input", "stack", "epoch", "metrics", "train")
+    keep = ("model", "kind", "input", "stack", "timing", "epoch", "metrics", "train")
     payload = {k: data[k] for k in keep if k in data}
     meta = serving_metadata(data)
     payload["kind"], payload["framing"] = meta["kind"], meta["framing"]

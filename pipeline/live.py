@@ -1,8 +1,10 @@
 """`cli.py live`: a rolling prediction over the last sequence of a camera (or of a file read like one).
 
-Frames are read as they come; every k-th one (the model's interval) is searched for a face and joins
-the rolling window, and every ``--every`` frames the last full window is classified through the same
-``stack_window`` / ``classify_stacks`` as `predict`.
+Frames are read as they come; the one shown every interval (the model's, a time: ``timegrid``) is
+searched for a face and joins the rolling window, and every ``--every`` frames (at 30 fps) the last
+full window is classified through the same ``stack_window`` / ``classify_stacks`` as `predict`. A file
+is read through the one decoder (``video.VideoReader``: upright, timed); a camera's frames are timed
+by the clock as they arrive.
 """
 
 from __future__ import annotations
@@ -16,38 +18,46 @@ import cv2
 import numpy as np
 
 from pipeline.annotate import draw_label
+from pipeline.config import REFERENCE_FPS
 from pipeline.faces import quiet_thread_finder
 from pipeline.predict import PredictError, classify_stacks, stack_window
 from pipeline.serving import ServingModel
 from pipeline.stackmaker import find_faces
+from pipeline.timegrid import interval_grid, shown_at
 from pipeline.video import VideoError, VideoReader
 from pipeline.windows import RollingWindows, SampledFrame, WindowPlan
 
 
 def _camera_frames(camera: int) -> Iterator[tuple[np.ndarray, float]]:
+    """(BGR, seconds since the first frame) as the camera delivers them."""
     cap = cv2.VideoCapture(camera)
     if not cap.isOpened():
         raise PredictError(f"camera {camera} cannot be opened (no camera, or in use); try --source FILE")
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-    fps = fps if 1.0 <= fps <= 240.0 else 30.0
+    start = None
     try:
         while True:
             ok, frame = cap.read()
             if not ok or frame is None:
                 return
-            yield frame, fps
+            now = time.monotonic()
+            start = now if start is None else start
+            yield frame, now - start
     finally:
         cap.release()
 
 
 def _file_frames(path: Path) -> Iterator[tuple[np.ndarray, float]]:
+    """(upright BGR, presentation time) of every frame of a file."""
     try:
         reader = VideoReader(path)
     except VideoError as exc:
         raise PredictError(f"{path}: {exc}") from exc
     with reader:
-        for _, frame in reader.frames(lambda i: True):
-            yield frame, reader.fps
+        try:
+            for item in reader.decoded():
+                yield item.bgr(), item.time
+        except VideoError as exc:
+            raise PredictError(f"{path}: {exc}") from exc
 
 
 def run_live(model: ServingModel, camera: int = 0, source: Path | None = None, every: int | None = None,
@@ -64,30 +74,33 @@ def run_live(model: ServingModel, camera: int = 0, source: Path | None = None, e
                 cv2.destroyAllWindows()
     if made == 0:
         emit(f"no prediction: no face, or the stream ended before one full window "
-             f"({plan.sequence_length} frames) after {time.perf_counter() - started:.1f} s")
+             f"({plan.sequence_length / REFERENCE_FPS:.1f} s) after {time.perf_counter() - started:.1f} s")
     return made
 
 
 def _loop(model: ServingModel, stream: Iterator[tuple[np.ndarray, float]], plan: WindowPlan, show: bool,
           emit: Callable[[str], None]) -> int:
     rolling = RollingWindows(plan)
+    moments = interval_grid(plan.interval, REFERENCE_FPS)
     finder = quiet_thread_finder(model.stack.detector)
     made, box, text = 0, None, "waiting for a full window"
-    for index, (bgr, fps) in enumerate(stream):
-        if index % plan.interval == 0:
-            window = rolling.push(SampledFrame(index, bgr, find_faces(finder, bgr)))
+    # Each frame comes out once the next has arrived: then it is known whether it was shown at a moment.
+    timed = shown_at(enumerate(stream), lambda item: item[1][1], moments, lambda: 1.0 / REFERENCE_FPS)
+    for (index, (bgr, now)), moment in timed:
+        if moment is not None:
+            window = rolling.push(SampledFrame(index, bgr, find_faces(finder, bgr), moment))
             if window is not None:
                 stacked = stack_window(window, model)
                 if stacked is None:
                     text, box = "no face", None
-                    emit(f"t={index / fps:7.2f}s  no face in the last {plan.sequence_length / fps:.1f} s")
+                    emit(f"t={now:7.2f}s  no face in the last {plan.sequence_length / REFERENCE_FPS:.1f} s")
                 else:
                     probs = classify_stacks(model, [stacked])[0]
                     label = model.classes[int(probs.argmax())]
                     last = len(stacked.indices) - 1
                     text, box = f"{label} {probs.max():.0%}", stacked.boxes[last] if stacked.found[last] else None
                     scores = " ".join(f"{c}={p:.2f}" for c, p in zip(model.classes, probs))
-                    emit(f"t={index / fps:7.2f}s  {label:<9} {probs.max():.2f}  {scores}")
+                    emit(f"t={now:7.2f}s  {label:<9} {probs.max():.2f}  {scores}")
                     made += 1
         if show:
             draw_label(bgr, box, text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 SUFFIXES = frozenset({".mp4", ".mov", ".m4v"})
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}  # boxes on the path to stsz
@@ -43,15 +43,41 @@ def _boxes(fh: BinaryIO, start: int, end: int):  # -> Iterator[tuple[bytes, int,
         pos += size
 
 
-def _video_track_samples(fh: BinaryIO, start: int, end: int) -> int | None:
-    """The ``stsz`` sample count under one ``trak``, if its handler is video."""
-    handler, samples = None, None
+class Track(NamedTuple):
+    """The first video track's sample count and duration (0.0 when the header gives none)."""
+
+    frames: int
+    seconds: float
+
+
+def _media_seconds(fh: BinaryIO, start: int, end: int) -> float:
+    """The track's duration from its media header (``mdhd``): duration / timescale."""
+    fh.seek(start)
+    version = fh.read(1)
+    if not version:
+        return 0.0
+    if version[0] == 1 and end - start >= 32:
+        fh.seek(start + 4 + 16)  # version/flags, creation and modification times (64-bit)
+        timescale, duration = struct.unpack(">IQ", fh.read(12))
+    elif end - start >= 20:
+        fh.seek(start + 4 + 8)
+        timescale, duration = struct.unpack(">II", fh.read(8))
+    else:
+        return 0.0
+    return duration / timescale if timescale and duration not in (0, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF) else 0.0
+
+
+def _video_track(fh: BinaryIO, start: int, end: int) -> Track | None:
+    """The ``stsz`` sample count and ``mdhd`` duration under one ``trak``, if its handler is video."""
+    handler, samples, seconds = None, None, 0.0
 
     def walk(lo: int, hi: int) -> None:
-        nonlocal handler, samples
+        nonlocal handler, samples, seconds
         for kind, a, b in _boxes(fh, lo, hi):
             if kind in _CONTAINERS:
                 walk(a, b)
+            elif kind == b"mdhd":
+                seconds = _media_seconds(fh, a, b)
             elif kind == b"hdlr" and b - a >= 12 and handler is None:
                 # The media handler (under mdia) comes first; a QuickTime file has a second one,
                 # the data handler under minf, whose subtype is not the media type.
@@ -62,11 +88,17 @@ def _video_track_samples(fh: BinaryIO, start: int, end: int) -> int | None:
                 samples = struct.unpack(">I", fh.read(4))[0]
 
     walk(start, end)
-    return samples if handler == b"vide" else None
+    return Track(samples, seconds) if handler == b"vide" and samples else None
 
 
 def mp4_frame_count(path: Path) -> int | None:
     """Frames of the first video track of an MP4/MOV file; None when the header does not say."""
+    track = mp4_track(path)
+    return track.frames if track is not None else None
+
+
+def mp4_track(path: Path) -> Track | None:
+    """Frames and duration of the first video track of an MP4/MOV file; None when the header does not say."""
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         return None
@@ -79,8 +111,8 @@ def mp4_frame_count(path: Path) -> int | None:
                 if b - a > _MAX_HEADER:
                     return None
                 for track, ta, tb in _boxes(fh, a, b):
-                    if track == b"trak" and (samples := _video_track_samples(fh, ta, tb)):
-                        return samples
+                    if track == b"trak" and (found := _video_track(fh, ta, tb)):
+                        return found
                 return None
     except (OSError, struct.error):
         return None

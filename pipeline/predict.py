@@ -1,10 +1,11 @@
 """Classify one clip or image with a served model, through the same stack code as `prepare`.
 
-A clip is read once (every k-th frame, k = the model's interval), cut into overlapping windows of the
-model's sequence length, and each window becomes exactly the stack `prepare` would have made of it
-(``stackmaker.stack_detected``: same face choice, crop, margin, size, padding), resized as training
-resized it. A stack model classifies each window's stack; a frame model classifies each sampled face
-and averages its probabilities over the window. The clip's answer is the mean over windows.
+A clip is read once (the frame shown every interval, by presentation time: ``timegrid``; upright, as a
+player shows it), cut into overlapping windows of the model's sequence length (a time), and each
+window becomes exactly the stack `prepare` would have made of it (``stackmaker.stack_detected``: same
+face choice, crop, margin, size, padding), resized as training resized it. A stack model classifies
+each window's stack; a frame model classifies each sampled face and averages its probabilities over
+the window. The clip's answer is the mean over windows.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.config import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from pipeline.config import IMAGE_EXTENSIONS, REFERENCE_FPS, VIDEO_EXTENSIONS
 from pipeline.faces import quiet_background_finder, quiet_thread_finder
 from pipeline.serving import ServingModel
 from pipeline.stackmaker import find_faces, stack_detected
+from pipeline.timegrid import TOLERANCE, interval_grid
 from pipeline.video import VideoError, VideoReader, decode_threads
 from pipeline.windows import SampledFrame, Window, WindowPlan, detect_frames, windows
 from stacks.dataset import resize_stack
@@ -34,9 +36,11 @@ class PredictError(Exception):
 @dataclass
 class WindowResult:
     start: int  # first clip frame of the window
-    end: int  # one past its last clip frame
+    end: int  # one past its last clip frame (at the clip's nominal rate)
     probs: np.ndarray
     face_ratio: float
+    start_s: float = 0.0  # the window's time span in the clip, seconds
+    end_s: float = 0.0
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Prediction:
     windows: list[WindowResult] = field(default_factory=list)
     boxes: dict[int, list[int]] = field(default_factory=dict)  # sampled frame -> face box [x0, y0, x1, y1]
     found: dict[int, bool] = field(default_factory=dict)  # sampled frame -> face detected there (not carried over)
+    duration: float = 0.0  # seconds of the clip: last frame's time + one frame period (frames / fps at a constant rate)
 
     @property
     def label(self) -> str:
@@ -63,6 +68,7 @@ class Prediction:
         return float(np.max(self.probs))
 
     def seconds(self, frame: int) -> float:
+        """A frame index as seconds at the clip's nominal rate; the clip's own length is ``duration``."""
         return frame / self.fps if self.fps else 0.0
 
     def to_dict(self) -> dict:
@@ -70,8 +76,8 @@ class Prediction:
             "source": self.source, "label": self.label, "confidence": round(self.confidence, 6),
             "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, self.probs)},
             "face_ratio": round(self.face_ratio, 4), "kind": self.kind, "frames": self.frames,
-            "seconds": round(self.seconds(self.frames), 3), "windows": [
-                {"start_s": round(self.seconds(w.start), 3), "end_s": round(self.seconds(w.end), 3),
+            "seconds": round(self.duration, 3), "windows": [
+                {"start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3),
                  "label": self.classes[int(np.argmax(w.probs))],
                  "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, w.probs)},
                  "face_ratio": round(w.face_ratio, 4)} for w in self.windows],
@@ -84,6 +90,7 @@ class StackedWindow:
     of decoded frames at a time."""
 
     start: int  # first sampled clip frame
+    start_s: float  # its time
     indices: list[int]  # the window's real sampled frames (padding not included)
     array: np.ndarray  # (samples, S, S) uint8, already at the network's size
     boxes: list[list[int]]
@@ -99,7 +106,7 @@ def stack_window(window: Window, model: ServingModel) -> StackedWindow | None:
                           settings, channels)
     if made is None:
         return None
-    return StackedWindow(window.start, [f.index for f in window.frames],
+    return StackedWindow(window.start, window.start_time, [f.index for f in window.frames],
                          resize_stack(made.array, model.inputs.image_size), made.boxes, made.found)
 
 
@@ -143,6 +150,7 @@ class ClipWindows:
     frames: int  # frames decoded
     fps: float
     sampled: int  # sampled frames searched for a face
+    duration: float = 0.0  # seconds: the last frame's time + one frame period
 
 
 def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> ClipWindows:
@@ -154,21 +162,27 @@ def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> 
     except VideoError as exc:
         raise PredictError(f"{path}: {exc}") from exc
     out = ClipWindows([], 0, reader.fps, 0)
+    last = [-1.0]  # the last frame's time, seen by the grid whether sampled or not
+
+    def seen(time: float) -> None:
+        last[0] = time
+
     with reader:
         def frames():
-            for index, bgr in reader.frames(lambda i: i % plan.interval == 0):
-                if bgr is not None:
-                    out.sampled += 1
-                    yield index, bgr
+            for item, moment, bgr in reader.sampled(interval_grid(plan.interval, REFERENCE_FPS), seen):
+                out.sampled += 1
+                yield item.index, bgr, moment
 
         try:
             for window in windows(detect_frames(frames(), finder), plan):
                 made = stack_window(window, model)
                 if made is not None:
                     out.stacked.append(made)
-        except cv2.error as exc:
-            raise PredictError(f"{path}: decoding failed ({str(exc).strip()[:120]})") from exc
+        except (cv2.error, VideoError) as exc:
+            raise PredictError(f"{path}: {exc}" if isinstance(exc, VideoError)
+                               else f"{path}: decoding failed ({str(exc).strip()[:120]})") from exc
         out.frames = reader.frames_decoded
+        out.duration = last[0] + reader.period() if out.frames else 0.0
     return out
 
 
@@ -176,12 +190,12 @@ def _video(path: Path, model: ServingModel, stride: int | None, min_seconds: flo
     clip = clip_windows(path, model, stride)
     if clip.frames == 0:
         raise PredictError(f"{path}: not a video, or a corrupt one (no frame could be decoded)")
-    if clip.frames < min_seconds * clip.fps:
-        raise PredictError(f"{path}: the clip is {clip.frames / clip.fps:.2f} s long; at least {min_seconds:g} s "
+    if clip.duration < min_seconds - TOLERANCE:
+        raise PredictError(f"{path}: the clip is {clip.duration:.2f} s long; at least {min_seconds:g} s "
                            f"({int(np.ceil(min_seconds * clip.fps))} frames) is needed")
     if not clip.stacked:
         raise PredictError(f"{path}: no face found in any of the {clip.sampled} sampled frames")
-    return _assemble(path, "video", model, clip.stacked, clip.fps, clip.frames, clip.sampled)
+    return _assemble(path, "video", model, clip.stacked, clip.fps, clip.frames, clip.sampled, clip.duration)
 
 
 def _image(path: Path, model: ServingModel) -> Prediction:
@@ -192,23 +206,25 @@ def _image(path: Path, model: ServingModel) -> Prediction:
     made = stack_window(Window([frame]), model)
     if made is None:
         raise PredictError(f"{path}: no face found in the image")
-    return _assemble(path, "image", model, [made], 0.0, 1, 1)
+    return _assemble(path, "image", model, [made], 0.0, 1, 1, 0.0)
 
 
 def _assemble(path: Path, kind: str, model: ServingModel, stacked: list[StackedWindow], fps: float,
-              n_frames: int, sampled: int) -> Prediction:
+              n_frames: int, sampled: int, duration: float) -> Prediction:
     """``sampled``: every sampled frame of the source, faceless windows' included (the face share's base)."""
     probs = classify_stacks(model, stacked)
     results, boxes, found = [], {}, {}
-    length = model.stack.sequence_length
+    seconds = model.stack.sequence_seconds
+    length = round(seconds * fps) if fps else model.stack.sequence_length
     for s, p in zip(stacked, probs):
         real = len(s.indices)
-        results.append(WindowResult(s.start, min(s.start + length, n_frames), p, sum(s.found[:real]) / real))
+        results.append(WindowResult(s.start, min(s.start + length, n_frames), p, sum(s.found[:real]) / real,
+                                    s.start_s, min(s.start_s + seconds, duration)))
         for index, box, hit in zip(s.indices, s.boxes, s.found):
             boxes[index] = box
             found[index] = found.get(index, False) or hit
     return Prediction(str(path), kind, model.classes, np.mean(probs, axis=0), sum(found.values()) / max(sampled, 1),
-                      fps, n_frames, results, boxes, found)
+                      fps, n_frames, results, boxes, found, duration)
 
 
 def predict_file(path: Path, model: ServingModel, stride: int | None = None,

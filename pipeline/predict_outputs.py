@@ -17,7 +17,7 @@ def summary_text(pred: Prediction) -> str:
     for name, p in sorted(zip(pred.classes, pred.probs), key=lambda item: -item[1]):
         lines.append(f"  {name:<10} {p:6.1%}  {'#' * int(round(p * 30))}")
     if pred.kind == "video":
-        lines.append(f"  face found in {pred.face_ratio:.0%} of the sampled frames; {pred.seconds(pred.frames):.2f} s, "
+        lines.append(f"  face found in {pred.face_ratio:.0%} of the sampled frames; {pred.duration:.2f} s, "
                      f"{len(pred.windows)} window(s)")
     return "\n".join(lines)
 
@@ -32,17 +32,17 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
 
 def write_timeline(pred: Prediction, path: Path) -> None:
     """One row per window: start, end (s), label, then one probability column per class."""
-    rows = [[f"{pred.seconds(w.start):.3f}", f"{pred.seconds(w.end):.3f}", pred.classes[int(w.probs.argmax())],
+    rows = [[f"{w.start_s:.3f}", f"{w.end_s:.3f}", pred.classes[int(w.probs.argmax())],
              f"{w.face_ratio:.3f}", *(f"{p:.6f}" for p in w.probs)] for w in pred.windows]
     atomic_write_text(Path(path), _csv_text(["start_s", "end_s", "label", "face_ratio", *pred.classes], rows))
 
 
 def write_timeline_plot(pred: Prediction, path: Path) -> None:
-    times = [pred.seconds((w.start + w.end) / 2) for w in pred.windows]
+    times = [(w.start_s + w.end_s) / 2 for w in pred.windows]
     probs = [w.probs for w in pred.windows]
     title = f"{Path(pred.source).name}: {pred.label} ({pred.confidence:.0%})"
     atomic_write(Path(path), lambda tmp: plot_timeline(times, probs, list(pred.classes), tmp, title,
-                                                           pred.seconds(pred.frames)))
+                                                           pred.duration))
 
 
 def write_folder_csv(results: list[Prediction | str], sources: list[Path], classes: tuple[str, ...],

@@ -26,7 +26,7 @@ from pipeline.prepare_state import Journal, SourceRecord
 from pipeline.sources import Rejected, Source, discover
 from pipeline.splits import SplitFileError, assign_splits
 from pipeline.stackmaker import SourceSkipped, image_stacks, video_stacks
-from pipeline.video import VideoError, decode_threads, hopeless, probe, serial_opencv
+from pipeline.video import VideoError, decode_threads, hopeless_seconds, probe_length, serial_opencv
 from stacks.atomic import atomic_write_text, remove_partials
 from stacks.io import write_stack
 from stacks.manifest import ManifestRow, write_manifest
@@ -86,6 +86,7 @@ def process_source(src: Source, split: str, stem: str, settings: StackSettings, 
         meta = {
             "source": src.rel, "video_id": src.video_id, "label": src.label, "split": split,
             "kind": src.kind, "chunk": stack.chunk, "frame_indices": stack.frame_indices,
+            "timestamps": stack.timestamps,
             "frames": stack.frames, "padded": stack.padded, "fps": made.fps,
             "frame_size": list(made.frame_size), "boxes": stack.boxes, "found": stack.found, "margins": stack.margins,
             "face_ratio": stack.face_ratio, "settings": settings.to_dict(),
@@ -106,11 +107,11 @@ def _probe(src: Source, settings: StackSettings) -> SourceRecord | None:
     if src.kind != "video":
         return None
     try:
-        frames = probe(src.path)
+        frames, seconds, fps = probe_length(src.path)
     except VideoError as exc:
         reason, detail = "unreadable", str(exc)
     else:
-        if not hopeless(frames, settings.min_length):
+        if not hopeless_seconds(seconds, fps, settings.min_seconds):
             return None  # long enough, or the container does not say: decoding will tell
         reason, detail = "too short", f"{frames} frames < --min-length {settings.min_length}"
     stat = src.path.stat()

@@ -67,13 +67,17 @@ class ServingModel:
 
 def serving_metadata(data: dict[str, Any]) -> dict[str, Any]:
     """The settings a served model needs, as stored in a checkpoint (and copied into ONNX exports)."""
+    timing = StackSettings.from_dict(data["stack"], data.get("timing")).timing()
     return {"kind": model_kind(data), "model": data["model"], "input": data["input"], "stack": data["stack"],
-            "framing": checkpoint_framing(data), "epoch": data.get("epoch"), "metrics": data.get("metrics", {})}
+            "timing": timing, "framing": checkpoint_framing(data), "epoch": data.get("epoch"),
+            "metrics": data.get("metrics", {})}
 
 
 def _settings(meta: dict[str, Any]) -> tuple[tuple[str, ...], int, StackSettings, InputSettings]:
-    """The stack settings are the training stacks', with the margin their crops really had (``framing``)."""
-    stack = StackSettings.from_dict(meta["stack"])
+    """The stack settings are the training stacks', with the margin their crops really had (``framing``).
+
+    Lengths are the seconds the model stored; a model from before they were stored is read at 30 fps."""
+    stack = StackSettings.from_dict(meta["stack"], meta.get("timing"))
     stack = dataclasses.replace(stack, margin=serving_margin(stack.margin, meta.get("framing") or {}))
     return (tuple(meta["model"]["classes"]), int(meta["model"]["in_chans"]), stack, InputSettings(**meta["input"]))
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.config import StackSettings
 from pipeline.faces import BackgroundFinder, Box, FaceFinder, center_box, crop_grey, find_faces, square_box
+from pipeline.timegrid import TOLERANCE
 from pipeline.tracks import choose_face
 from pipeline.video import SampledSequence, VideoError, VideoReader
 
@@ -42,6 +43,7 @@ class FaceStack:
     frames: int  # real source frames in the sequence
     padded: int  # channels filled by repeating the last face
     margins: list[float | None] = field(default_factory=list)  # framing actually cropped (see Crops)
+    timestamps: list[float] = field(default_factory=list)  # seconds of each channel's frame (padding repeats)
 
     @property
     def face_ratio(self) -> float:
@@ -146,13 +148,16 @@ def video_stacks(path: Path, settings: StackSettings, finder: FaceFinder | Backg
     except VideoError as exc:
         raise SourceSkipped("unreadable", str(exc)) from exc
     with reader:
-        out.fps, out.frame_size = reader.fps, (reader.width, reader.height)
         seq: SampledSequence
         sequences = reader.sequences(settings.sequence_length, settings.interval, settings.min_length,
                                      on_sample=lambda index, bgr: pending.__setitem__(index, submit(bgr)))
+        try:  # the size is the upright picture's: the first frame says how it is turned
+            out.fps, out.frame_size = reader.fps, (reader.width, reader.height)
+        except VideoError as exc:
+            raise SourceSkipped("unreadable", str(exc)) from exc
         for seq in _checked(sequences):
             detections = [pending.pop(index).result() for index, _ in seq.frames]
-            if seq.n_frames < settings.min_length:
+            if seq.seconds < settings.min_seconds - TOLERANCE:
                 reason = "too short" if seq.chunk == 0 else "trailing frames"
                 counted = "" if seq.decoded else " (container's count; not decoded)"
                 out.dropped.append((seq.chunk, reason,
@@ -162,8 +167,9 @@ def video_stacks(path: Path, settings: StackSettings, finder: FaceFinder | Backg
             if made is None:
                 out.dropped.append((seq.chunk, "no face", "no face found in any sampled frame"))
                 continue
+            pad = settings.channels - len(seq.frames)
             out.stacks.append(FaceStack(seq.chunk, made.array, made.indices, made.boxes, made.found, seq.n_frames,
-                                        settings.channels - len(seq.frames), made.margins))
+                                        pad, made.margins, [round(t, 6) for t in seq.times + seq.times[-1:] * pad]))
         out.frames_decoded = reader.frames_decoded
     if out.frames_decoded == 0 and not out.dropped:
         raise SourceSkipped("no frames", "the file opens but no frame could be decoded")
@@ -178,7 +184,7 @@ def _checked(sequences: Iterator[SampledSequence]) -> Iterator[SampledSequence]:
     """Pass sequences through, turning decoder crashes mid-clip into a skip reason."""
     try:
         yield from sequences
-    except cv2.error as exc:
+    except (cv2.error, VideoError) as exc:
         raise SourceSkipped("unreadable", f"decoding failed: {exc}") from exc
 
 

@@ -1,9 +1,10 @@
 """Cut a clip (or a camera stream) of any length into overlapping one-sequence windows, decoding it once.
 
-A window samples the same frame offsets inside itself as a `prepare` sequence does (0, k, 2k, ...).
-Window starts are multiples of the interval, so every window's samples lie on one grid of frames
-(every k-th frame of the clip): each grid frame is decoded and searched for faces once, however
-many windows it belongs to. Memory is one window of sampled frames, whatever the clip's length.
+A window samples the same moments inside itself as a `prepare` sequence does (0, k, 2k, ... frames
+at the reference 30 fps, picked by presentation time: ``timegrid``). Window starts are multiples of
+the interval, so every window's samples lie on one grid of moments: each grid frame is decoded and
+searched for faces once, however many windows it belongs to. Memory is one window of sampled frames,
+whatever the clip's length.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pipeline.faces import BackgroundFinder, Box, FaceFinder, find_faces
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Window length and step in clip frames; ``stride`` is rounded to a whole number of samples."""
+    """Window length and step in frames at the reference 30 fps (times: 90 -> 3 s); ``stride`` is rounded
+    to a whole number of samples."""
 
     sequence_length: int
     interval: int
@@ -50,11 +52,13 @@ class WindowPlan:
 
 @dataclass
 class SampledFrame:
-    """One grid frame: its index in the clip, the BGR image and the faces found in it."""
+    """One grid frame: its index in the clip, the BGR image, the faces found in it and the moment (s) it
+    was sampled for (its own time, or up to a frame later: ``timegrid``)."""
 
     index: int
     bgr: np.ndarray
     faces: list[Box]
+    time: float = 0.0
 
 
 @dataclass
@@ -67,27 +71,31 @@ class Window:
     def start(self) -> int:
         return self.frames[0].index
 
+    @property
+    def start_time(self) -> float:
+        return self.frames[0].time
 
-def detect_frames(frames: Iterable[tuple[int, np.ndarray]], finder: FaceFinder | BackgroundFinder,
-                  ahead: int = 4) -> Iterator[SampledFrame]:
-    """Find the faces of each sampled frame as it is decoded, in order.
+
+def detect_frames(frames: Iterable[tuple[int, np.ndarray] | tuple[int, np.ndarray, float]],
+                  finder: FaceFinder | BackgroundFinder, ahead: int = 4) -> Iterator[SampledFrame]:
+    """Find the faces of each sampled frame, ``(index, bgr)`` or ``(index, bgr, seconds)``, as it is decoded.
 
     With a ``BackgroundFinder``, up to ``ahead`` frames are searched on its thread while the next
     ones decode (as `prepare` does); any other finder searches each frame before the next decodes.
     """
     if not isinstance(finder, BackgroundFinder):
-        for index, bgr in frames:
-            yield SampledFrame(index, bgr, find_faces(finder, bgr))
+        for index, bgr, *time in frames:
+            yield SampledFrame(index, bgr, find_faces(finder, bgr), *time)
         return
-    queued: deque[tuple[int, np.ndarray, Future[list[Box]]]] = deque()
-    for index, bgr in frames:
-        queued.append((index, bgr, finder.submit(bgr)))
+    queued: deque[tuple[int, np.ndarray, list[float], Future[list[Box]]]] = deque()
+    for index, bgr, *time in frames:
+        queued.append((index, bgr, time, finder.submit(bgr)))
         if len(queued) > ahead:
-            index, bgr, found = queued.popleft()
-            yield SampledFrame(index, bgr, found.result())
+            index, bgr, time, found = queued.popleft()
+            yield SampledFrame(index, bgr, found.result(), *time)
     while queued:
-        index, bgr, found = queued.popleft()
-        yield SampledFrame(index, bgr, found.result())
+        index, bgr, time, found = queued.popleft()
+        yield SampledFrame(index, bgr, found.result(), *time)
 
 
 class RollingWindows:
