@@ -111,6 +111,7 @@ const fmtDay = new Intl.DateTimeFormat(undefined, { weekday: 'long', day: 'numer
 const fmtDayYear = new Intl.DateTimeFormat(undefined, { weekday: 'long', day: 'numeric', month: 'long', year: 'numeric' });
 const fmtShort = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short' });
 const fmtFull = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'short' });
+const fmtMonth = new Intl.DateTimeFormat(undefined, { month: 'short' });
 const fmtWeekday = new Intl.DateTimeFormat(undefined, { weekday: 'short' });
 
 function entryDate(entry) {
@@ -321,6 +322,7 @@ async function onRecord() {
     await countdown();
     setStatus('Recording…');
     const blob = await recordClip(stream);
+    stopCamera(); // the camera light goes off as soon as the clip is taken
     const extension = blob.type.includes('mp4') ? 'mp4' : 'webm';
     setPending(blob, `clip.${extension}`, 'recorded');
     setStatus('Here is your clip. Save it, or retake it.');
@@ -402,7 +404,6 @@ async function onSave() {
     const entry = await api('/api/entries', { method: 'POST', body: form });
     clearPending();
     $('note').value = '';
-    stopCamera();
     setStatus(`Saved: ${entry.label}.`);
     showResult(entry);
     await loadEntries();
@@ -776,7 +777,8 @@ function renderCalendar() {
     const classes = ['cal-day'];
     if (key === dayKey(today)) classes.push('today');
     if (day > today) classes.push('future');
-    const number = el('span', { class: 'cal-num', text: day.getDate() === 1 ? fmtShort.format(day) : String(day.getDate()) });
+    const number = el('span', { class: day.getDate() === 1 ? 'cal-num first' : 'cal-num', text: String(day.getDate()) },
+      day.getDate() === 1 ? el('span', { class: 'cal-month', text: fmtMonth.format(day) }) : null);
     let cell;
     if (entries.length) {
       const { label, counts } = dominant(entries);
