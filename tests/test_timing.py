@@ -1,0 +1,102 @@
+"""Sequence length and interval are times: a 30 fps constant-rate clip is sampled and classified exactly
+as it was when frames were picked by index (OpenCV, every k-th frame), and models store seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.config import PrepareConfig, SplitSettings, StackSettings
+from pipeline.faces import DetectionFinder, find_faces
+from pipeline.predict import classify_stacks, predict_file, stack_window
+from pipeline.prepare import run_prepare
+from pipeline.serving import DEFAULT_MODEL, ServingModel, load_serving_model
+from pipeline.stackmaker import stack_frames
+from pipeline.timegrid import TOLERANCE, sequence_grid, shown_at
+from pipeline.windows import SampledFrame, WindowPlan, windows
+from stacks.io import read_stack
+
+
+def _opencv_frames(path: Path) -> list[np.ndarray]:
+    """Every frame as the decoder before this one read them (OpenCV's FFmpeg capture)."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+def _by_index(path: Path, model: ServingModel) -> np.ndarray:
+    """predict as it was: every interval-th frame by index, windows in frames, the mean of the windows."""
+    finder = DetectionFinder()
+    plan = WindowPlan.for_stack(model.stack)
+    sampled = [SampledFrame(i, bgr, find_faces(finder, bgr), i / 30) for i, bgr in enumerate(_opencv_frames(path))
+               if i % plan.interval == 0]
+    stacked = [s for w in windows(sampled, plan) if (s := stack_window(w, model)) is not None]
+    return np.mean(classify_stacks(model, stacked), axis=0)
+
+
+def test_the_shipped_model_is_an_old_checkpoint_read_at_30_fps() -> None:
+    data = load_checkpoint(DEFAULT_MODEL)
+    assert "timing" not in data  # saved before models stored seconds
+    stack = load_serving_model().stack
+    assert (stack.sequence_length, stack.interval) == (90, 5) and stack.sequence_seconds == 3.0
+
+
+def test_an_old_checkpoint_predicts_on_a_30_fps_clip_as_before(dataset: dict) -> None:
+    clip = dataset["root"] / "Happy_0001.mp4"
+    model = load_serving_model()
+    pred = predict_file(clip, model)
+    np.testing.assert_allclose(pred.probs, _by_index(clip, model), atol=1e-6)
+    assert sorted(pred.boxes) == list(range(0, 96, 5))
+    assert [t for w in pred.windows for t in (w.start_s, w.end_s)] == pytest.approx([0.0, 3.0, 1 / 3, 3.2])
+
+
+def test_prepare_makes_the_same_30_fps_stacks_as_picking_every_kth_frame(dataset: dict, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    clip = src / "Happy_0001.mp4"
+    clip.write_bytes((dataset["root"] / "Happy_0001.mp4").read_bytes())
+    settings = StackSettings(size=48)
+    result = run_prepare(PrepareConfig(source=src, out=tmp_path / "out", stack=settings,
+                                       split=SplitSettings(val_fraction=0), progress=False))
+    [row] = result.rows
+    stack = read_stack(row.path)
+    frames = _opencv_frames(clip)
+    old = stack_frames([(i, frames[i]) for i in range(0, 90, 5)], settings, DetectionFinder(), settings.channels)
+    assert old is not None and np.array_equal(stack.array, old.array)  # pixel for pixel
+    assert stack.meta["frame_indices"] == old.indices == list(range(0, 90, 5))
+    assert stack.meta["boxes"] == old.boxes
+    assert stack.meta["timestamps"] == pytest.approx([i / 30 for i in range(0, 90, 5)], abs=1e-6)
+
+
+def test_a_checkpoint_stores_seconds_and_they_rule(tmp_path: Path) -> None:
+    data = load_checkpoint(DEFAULT_MODEL)
+    payload = {k: v for k, v in data.items() if k not in ("format", "version", "versions", "path")}
+    save_checkpoint(tmp_path / "now.pt", payload)
+    assert load_checkpoint(tmp_path / "now.pt")["timing"] == {"sequence_seconds": 3.0, "interval_seconds": 0.166667,
+                                                               "min_seconds": 2.5, "reference_fps": 30.0}
+    payload["timing"] = {"sequence_seconds": 2.0, "interval_seconds": 1 / 3, "min_seconds": 1.5}
+    save_checkpoint(tmp_path / "slower.pt", payload)
+    stack = load_serving_model(tmp_path / "slower.pt").stack
+    assert (stack.sequence_length, stack.interval, stack.min_length) == (60, 10, 45)
+
+
+def test_a_frame_is_sampled_for_the_moment_it_is_shown_at() -> None:
+    def picks(times: list[float], moments: list[float], period: float = 0.1) -> list[tuple[float, float | None]]:
+        return list(shown_at(times, float, moments, lambda: period))
+
+    # on time, late, a gap spanning two moments (taken once, for the first), then the end of the clip
+    assert picks([0.0, 0.1, 0.25, 0.55, 0.6], [0.0, 0.2, 0.3, 0.4, 0.6, 0.7]) == \
+        [(0.0, 0.0), (0.1, 0.2), (0.25, 0.3), (0.55, None), (0.6, 0.6)]
+    assert picks([0.0, 0.1 - TOLERANCE / 2], [0.1]) == [(0.0, None), (0.1 - TOLERANCE / 2, 0.1)]  # rounding
+    grid = sequence_grid(100, 30)
+    assert [next(grid) * 30 for _ in range(6)] == pytest.approx([0, 30, 60, 90, 100, 130])
