@@ -400,19 +400,25 @@ async function onSave() {
   form.append('clip', state.pending.blob, state.pending.filename);
   const note = $('note').value.trim();
   if (note) form.append('note', note);
+  let entry;
   try {
-    const entry = await api('/api/entries', { method: 'POST', body: form });
-    clearPending();
-    $('note').value = '';
-    setStatus(`Saved: ${entry.label}.`);
-    showResult(entry);
-    await loadEntries();
+    entry = await api('/api/entries', { method: 'POST', body: form });
   } catch (error) {
     setStatus('Nothing was saved.');
     showError(error.message || String(error));
+    return;
   } finally {
     state.saving = false;
     updateControls();
+  }
+  clearPending();
+  $('note').value = '';
+  setStatus(`Saved: ${entry.label}.`);
+  showResult(entry);
+  try {
+    await loadEntries();
+  } catch (error) {
+    showError(`the entry was saved, but the history could not be reloaded: ${error.message || error}`);
   }
 }
 
