@@ -29,7 +29,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="Chromium not found at /usr/bin/chromium (Debian: apt-get install -y chromium)"),
+                       reason=f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)"),
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
 expect = sync_api.expect
