@@ -233,10 +233,52 @@ def test_corrupt_upload_shows_the_servers_message(server: JournalServer, page, t
     expect(error).to_be_hidden()
 
 
+DIARY = {"anger": ["Train was late; missed the meeting.", "Deadline moved again."],
+         "happy": ["Lunch with Mira, laughed a lot.", "Finished the draft!"],
+         "neutral": ["Quiet evening, read a book.", "Long walk by the river."],
+         "sad": ["Slept badly, grey morning.", "Headache all afternoon."],
+         "surprise": ["Surprise call from Dad!", "Got the flat!"]}
+
+
+def seed_past_weeks(server: JournalServer, tmp_path: Path) -> int:
+    """Entries over the last four weeks, for the mood calendar: clips of real face photos of several
+    expressions (../shared/data/faces), classified by the running server, kept through the store with
+    an earlier date (the API only ever dates an entry now). None when the photos are absent."""
+    from datetime import datetime, timedelta
+
+    from pipeline.journal.store import EntryStore
+    from pipeline.synthetic import load_photo
+
+    faces = REPO.parent / "shared" / "data" / "faces"
+    if not faces.is_dir():
+        return 0
+    labels = sorted(p for p in faces.iterdir() if p.is_dir())
+    photos = [(label.name, i, sorted(label.glob("*.jpg"))[i]) for i in range(2) for label in labels]
+    model = server.json("GET", "api/health")[1]["model"]
+    store = EntryStore(server.data_dir)
+    now = datetime.now().astimezone()
+    kept = 0
+    try:
+        for i, (label, k, photo) in enumerate(photos):
+            clip = make_face_clip(load_photo(photo), tmp_path / f"past_{i}.mp4", seconds=3.2, size=SMALL, seed=i).path
+            status, result = server.upload("api/predict", clip.read_bytes())
+            if status != 200:
+                continue
+            upload = store.new_upload().with_suffix(".mp4")
+            shutil.copyfile(h264(clip), upload)
+            when = now - timedelta(days=26 - i * 2.5, hours=i % 3 * 4)
+            store.add(upload, result, DIARY.get(label, ["-", "-"])[k], model, created_at=when)
+            kept += 1
+    finally:
+        store.close()
+    return kept
+
+
 def test_history_screenshot(server: JournalServer, page, tmp_path: Path) -> None:
     """A few entries uploaded through the API, the newest one opened; the image is written and is a PNG."""
     from pipeline.synthetic import astronaut_head
 
+    seed_past_weeks(server, tmp_path)
     head = astronaut_head()
     notes = ["Coffee on the balcony before work.", "Long day; the run helped.", "Dinner with Ana and Joss."]
     for i, note in enumerate(notes):
