@@ -86,7 +86,7 @@ def _loop(model: ServingModel, stream: Iterator[tuple[np.ndarray, float]], plan:
     made, box, text = 0, None, "waiting for a full window"
     # Each frame comes out once the next has arrived: then it is known whether it was shown at a moment.
     timed = shown_at(enumerate(stream), lambda item: item[1][1], moments, lambda: 1.0 / REFERENCE_FPS)
-    for (index, (bgr, now)), moment in timed:
+    for (index, (bgr, now)), moment, _ in timed:
         if moment is not None:
             window = rolling.push(SampledFrame(index, bgr, find_faces(finder, bgr), moment))
             if window is not None:

@@ -58,6 +58,7 @@ class Prediction:
     boxes: dict[int, list[int]] = field(default_factory=dict)  # sampled frame -> face box [x0, y0, x1, y1]
     found: dict[int, bool] = field(default_factory=dict)  # sampled frame -> face detected there (not carried over)
     duration: float = 0.0  # seconds of the clip: last frame's time + one frame period (frames / fps at a constant rate)
+    no_face: list[tuple[float, float]] = field(default_factory=list)  # (start_s, end_s) of windows without a face
 
     @property
     def label(self) -> str:
@@ -81,6 +82,7 @@ class Prediction:
                  "label": self.classes[int(np.argmax(w.probs))],
                  "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, w.probs)},
                  "face_ratio": round(w.face_ratio, 4)} for w in self.windows],
+            "no_face": [{"start_s": round(a, 3), "end_s": round(b, 3)} for a, b in self.no_face],
         }
 
 
@@ -151,6 +153,7 @@ class ClipWindows:
     fps: float
     sampled: int  # sampled frames searched for a face
     duration: float = 0.0  # seconds: the last frame's time + one frame period
+    faceless: list[float] = field(default_factory=list)  # start (s) of each window without a face
 
 
 def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> ClipWindows:
@@ -178,6 +181,8 @@ def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> 
                 made = stack_window(window, model)
                 if made is not None:
                     out.stacked.append(made)
+                else:
+                    out.faceless.append(window.start_time)
         except (cv2.error, VideoError) as exc:
             raise PredictError(f"{path}: {exc}" if isinstance(exc, VideoError)
                                else f"{path}: decoding failed ({str(exc).strip()[:120]})") from exc
@@ -195,7 +200,9 @@ def _video(path: Path, model: ServingModel, stride: int | None, min_seconds: flo
                            f"({int(np.ceil(min_seconds * clip.fps))} frames) is needed")
     if not clip.stacked:
         raise PredictError(f"{path}: no face found in any of the {clip.sampled} sampled frames")
-    return _assemble(path, "video", model, clip.stacked, clip.fps, clip.frames, clip.sampled, clip.duration)
+    pred = _assemble(path, "video", model, clip.stacked, clip.fps, clip.frames, clip.sampled, clip.duration)
+    pred.no_face = [(start, min(start + model.stack.sequence_seconds, clip.duration)) for start in clip.faceless]
+    return pred
 
 
 def _image(path: Path, model: ServingModel) -> Prediction:

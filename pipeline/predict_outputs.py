@@ -19,6 +19,9 @@ def summary_text(pred: Prediction) -> str:
     if pred.kind == "video":
         lines.append(f"  face found in {pred.face_ratio:.0%} of the sampled frames; {pred.duration:.2f} s, "
                      f"{len(pred.windows)} window(s)")
+        if pred.no_face:
+            spans = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in merged_spans(pred.no_face))
+            lines.append(f"  no face: {spans} (not in the answer)")
     return "\n".join(lines)
 
 
@@ -30,10 +33,25 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
     return out.getvalue()
 
 
+def merged_spans(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping (start, end) spans joined: the stretches of a clip they cover."""
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 def write_timeline(pred: Prediction, path: Path) -> None:
-    """One row per window: start, end (s), label, then one probability column per class."""
-    rows = [[f"{w.start_s:.3f}", f"{w.end_s:.3f}", pred.classes[int(w.probs.argmax())],
-             f"{w.face_ratio:.3f}", *(f"{p:.6f}" for p in w.probs)] for w in pred.windows]
+    """One row per window, in time order: start, end (s), label, then one probability column per class.
+
+    A window without a face is a row too, labelled "no face", with no probabilities."""
+    rows = [(w.start_s, [f"{w.start_s:.3f}", f"{w.end_s:.3f}", pred.classes[int(w.probs.argmax())],
+                         f"{w.face_ratio:.3f}", *(f"{p:.6f}" for p in w.probs)]) for w in pred.windows]
+    rows += [(a, [f"{a:.3f}", f"{b:.3f}", "no face", f"{0:.3f}", *([""] * len(pred.classes))]) for a, b in pred.no_face]
+    rows = [row for _, row in sorted(rows, key=lambda item: item[0])]
     atomic_write_text(Path(path), _csv_text(["start_s", "end_s", "label", "face_ratio", *pred.classes], rows))
 
 

@@ -160,8 +160,10 @@ def video_stacks(path: Path, settings: StackSettings, finder: FaceFinder | Backg
             if seq.seconds < settings.min_seconds - TOLERANCE:
                 reason = "too short" if seq.chunk == 0 else "trailing frames"
                 counted = "" if seq.decoded else " (container's count; not decoded)"
-                out.dropped.append((seq.chunk, reason,
-                                    f"{seq.n_frames} frames{counted} < --min-length {settings.min_length}"))
+                at = "" if abs(reader.fps - 30.0) < 0.01 else f", {seq.seconds:.2f} s at {reader.fps:.2f} fps"
+                out.dropped.append((seq.chunk, reason, f"{seq.n_frames} frames{counted}{at} < --min-length "
+                                                       f"{settings.min_length}" + (f" ({settings.min_seconds:.2f} s)"
+                                                                                   if at else "")))
                 continue
             made = stack_detected(seq.frames, detections, settings, settings.channels)
             if made is None:

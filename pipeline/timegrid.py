@@ -33,8 +33,9 @@ def sequence_grid(sequence_length: int, interval: int, reference_fps: float = 30
 
 
 def shown_at(items: Iterable[T], time_of: Callable[[T], float], moments: Iterable[float],
-             period: Callable[[], float]) -> Iterator[tuple[T, float | None]]:
-    """Pass every item (frame) through with the first sampled moment it is shown at, or None.
+             period: Callable[[], float]) -> Iterator[tuple[T, float | None, float]]:
+    """Pass every item (frame) through with the first sampled moment it is shown at (or None), and the
+    time it is shown until.
 
     A frame is shown from its time until the next frame's (the last one for ``period()``), as a player
     shows it, so each item comes out once the next has arrived: one frame late. Where a clip skips
@@ -53,7 +54,7 @@ def shown_at(items: Iterable[T], time_of: Callable[[T], float], moments: Iterabl
             while moment is not None and time > moment + TOLERANCE:  # the moment passed while previous showed
                 shown = moment if shown is None else shown
                 moment = next(pending, None)
-            yield previous, shown  # type: ignore[misc]
+            yield previous, shown, time  # type: ignore[misc]
         previous, have_previous, last = item, True, time
     if have_previous:
         shown = None
@@ -61,4 +62,4 @@ def shown_at(items: Iterable[T], time_of: Callable[[T], float], moments: Iterabl
         while moment is not None and moment + TOLERANCE < end:
             shown = moment if shown is None else shown
             moment = next(pending, None)
-        yield previous, shown  # type: ignore[misc]
+        yield previous, shown, end  # type: ignore[misc]

@@ -11,6 +11,7 @@ only their decode. Memory stays bounded by one sequence of sampled frames, whate
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -202,7 +203,7 @@ class VideoReader:
 
         ``seen(time)`` is told every frame's time, sampled or not (the clip's length is the last one's).
         """
-        for item, moment in shown_at(self.decoded(), _time, moments, self.period):
+        for item, moment, _ in shown_at(self.decoded(), _time, moments, self.period):
             if seen is not None:
                 seen(item.time)
             if moment is not None:
@@ -240,25 +241,26 @@ class VideoReader:
                 yield item
 
         current: SampledSequence | None = None
-        last_time = 0.0
         moments = sequence_grid(sequence_length, interval, reference_fps)
-        for item, shown in shown_at(until_stop(), _time, moments, self.period):
-            chunk = int((item.time + TOLERANCE) // seq_s)
+        if stop is not None:
+            moments = itertools.takewhile(lambda m: m < stop - TOLERANCE, moments)
+        for item, moment, until in shown_at(until_stop(), _time, moments, self.period):
+            # A frame belongs to the sequence of the moment it is sampled for (the frame shown at 3.0 s
+            # may start at 2.96 s), else to the one its own time falls in.
+            chunk = int(((moment if moment is not None else item.time) + TOLERANCE) // seq_s)
             if current is None or current.chunk != chunk:
                 if current is not None:
-                    current.seconds = last_time - current.chunk * seq_s + self.period()
                     yield current
                 current = SampledSequence(chunk=chunk, start=item.index)
             current.n_frames += 1
-            last_time = item.time
-            if shown is not None:
+            current.seconds = until - chunk * seq_s
+            if moment is not None:
                 bgr = item.bgr()
                 current.frames.append((item.index, bgr))
                 current.times.append(item.time)
                 if on_sample is not None:
                     on_sample(item.index, bgr)
         if current is not None:
-            current.seconds = last_time - current.chunk * seq_s + self.period()
             yield current
         if stopped and stop is not None:
             rest = max(hint - stop, 0.0)

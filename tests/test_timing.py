@@ -92,7 +92,7 @@ def test_a_checkpoint_stores_seconds_and_they_rule(tmp_path: Path) -> None:
 
 def test_a_frame_is_sampled_for_the_moment_it_is_shown_at() -> None:
     def picks(times: list[float], moments: list[float], period: float = 0.1) -> list[tuple[float, float | None]]:
-        return list(shown_at(times, float, moments, lambda: period))
+        return [(time, moment) for time, moment, _ in shown_at(times, float, moments, lambda: period)]
 
     # on time, late, a gap spanning two moments (taken once, for the first), then the end of the clip
     assert picks([0.0, 0.1, 0.25, 0.55, 0.6], [0.0, 0.2, 0.3, 0.4, 0.6, 0.7]) == \
