@@ -4,6 +4,7 @@ or as a compact int8 checkpoint (how the default model ships)."""
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -40,12 +41,15 @@ def _load(run: Path, mirror: bool | None = None) -> tuple[dict, torch.nn.Module]
         raise ExportError(f"{run} is a damaged checkpoint ({type(exc).__name__}: {str(exc)[:150]})") from exc
 
 
-def export_onnx(run: Path, out: Path, mirror: bool | None = None) -> dict:
-    """Write the uint8-stacks -> probabilities graph; returns the settings stored beside it."""
+def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | None = None) -> dict:
+    """Write the uint8-stacks -> probabilities graph; returns the settings stored beside it.
+
+    ``int8``: a folder of face images to calibrate an int8 model on (``quantize``): ~4x faster on a CPU.
+    """
     import onnx
 
     data, net = _load(run, mirror)
-    meta = serving_metadata(data)
+    meta = {**serving_metadata(data), "int8": int8 is not None}
     inputs = InputSettings(**data["input"])
     model = ProbabilityModel(net, inputs).eval()
     channels, size = int(data["model"]["in_chans"]), inputs.image_size
@@ -65,7 +69,18 @@ def export_onnx(run: Path, out: Path, mirror: bool | None = None) -> dict:
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
 
-    atomic_write(Path(out), write)
+    if int8 is None:
+        atomic_write(Path(out), write)
+        return meta
+    from pipeline.quantize import QuantizeError, calibration_faces, quantize_onnx
+
+    try:
+        faces = calibration_faces(int8, size)
+    except QuantizeError as exc:
+        raise ExportError(str(exc)) from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp) / "float.onnx")
+        quantize_onnx(Path(tmp) / "float.onnx", Path(out), faces)
     return meta
 
 

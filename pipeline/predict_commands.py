@@ -169,6 +169,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                    help="serve with mirror averaging: each face's probabilities averaged with its mirror image's "
                         "(more accurate, 2x the model time); default: as the checkpoint says (off for a run)")
+    p.add_argument("--int8", type=Path, metavar="FACES_DIR",
+                   help="with --onnx: int8 weights and activations, calibrated on the face images in FACES_DIR "
+                        "(training faces, e.g. ../shared/data/fer2013/train); ~4x faster on a CPU")
     p.set_defaults(func=cmd_export)
 
 
@@ -177,9 +180,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.onnx and not args.compact:
         return fail("nothing to write: pass --onnx FILE and/or --compact FILE", 2)
+    if args.int8 and not args.onnx:
+        return fail("--int8 quantizes the ONNX export: pass --onnx FILE with it", 2)
     try:
         if args.onnx:
-            export_onnx(args.run, args.onnx, args.mirror)
+            export_onnx(args.run, args.onnx, args.mirror, args.int8)
             print(f"wrote {args.onnx} ({args.onnx.stat().st_size / 1e6:.1f} MB)")
         if args.compact:
             export_compact(args.run, args.compact, args.mirror)
