@@ -90,6 +90,8 @@ default-model: setup
 	$(FER_TRAIN) --image-size 80 --name fer2013_resnet18_80 --init runs/fer2013_resnet18_ft --lr 1e-3 --epochs 24 \
 		--patience 24 --head-dropout 0.3 --head-dropout-hidden 0.2 $(call resume,fer2013_resnet18_80)
 	$(PY) cli.py export runs/fer2013_resnet18_80 --compact models/default/fer2013_resnet18.pt --mirror
+	$(PY) cli.py export models/default/fer2013_resnet18.pt --onnx models/default/fer2013_resnet18_int8.onnx \
+		--int8 $(FER2013)/train --serve-interval 0.333333
 	$(PY) cli.py evaluate models/default/fer2013_resnet18.pt --split test --data $(FER_STACKS) --out runs/default_model
 
 clean:

@@ -41,15 +41,25 @@ def _load(run: Path, mirror: bool | None = None) -> tuple[dict, torch.nn.Module]
         raise ExportError(f"{run} is a damaged checkpoint ({type(exc).__name__}: {str(exc)[:150]})") from exc
 
 
-def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | None = None) -> dict:
+def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | None = None,
+                serve_interval: float | None = None) -> dict:
     """Write the uint8-stacks -> probabilities graph; returns the settings stored beside it.
 
     ``int8``: a folder of face images to calibrate an int8 model on (``quantize``): ~4x faster on a CPU.
+    ``serve_interval``: a frame model samples a face every this many seconds when served (it has no
+    channels tied to the interval, so that is a serving choice: fewer faces, less time).
     """
     import onnx
 
     data, net = _load(run, mirror)
     meta = {**serving_metadata(data), "int8": int8 is not None}
+    if serve_interval is not None:
+        if meta["kind"] != "frame":
+            raise ExportError("--serve-interval is for frame models: a stack model's interval is its channels' spacing")
+        if not 1 / 30 <= serve_interval <= meta["timing"]["sequence_seconds"]:
+            raise ExportError(f"--serve-interval must be between 1/30 s and the sequence, "
+                              f"{meta['timing']['sequence_seconds']:g} s (got {serve_interval:g})")
+        meta["timing"] = {**meta["timing"], "interval_seconds": round(serve_interval, 6)}
     inputs = InputSettings(**data["input"])
     model = ProbabilityModel(net, inputs).eval()
     channels, size = int(data["model"]["in_chans"]), inputs.image_size

@@ -172,6 +172,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", type=Path, metavar="FACES_DIR",
                    help="with --onnx: int8 weights and activations, calibrated on the face images in FACES_DIR "
                         "(training faces, e.g. ../shared/data/fer2013/train); ~4x faster on a CPU")
+    p.add_argument("--serve-interval", type=float, metavar="SECONDS",
+                   help="with --onnx, frame models: sample a face every SECONDS when serving (default: the "
+                        "interval of the training stacks, 1/6 s)")
     p.set_defaults(func=cmd_export)
 
 
@@ -180,11 +183,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.onnx and not args.compact:
         return fail("nothing to write: pass --onnx FILE and/or --compact FILE", 2)
-    if args.int8 and not args.onnx:
-        return fail("--int8 quantizes the ONNX export: pass --onnx FILE with it", 2)
+    if (args.int8 or args.serve_interval) and not args.onnx:
+        return fail("--int8 and --serve-interval are for the ONNX export: pass --onnx FILE with them", 2)
     try:
         if args.onnx:
-            export_onnx(args.run, args.onnx, args.mirror, args.int8)
+            export_onnx(args.run, args.onnx, args.mirror, args.int8, args.serve_interval)
             print(f"wrote {args.onnx} ({args.onnx.stat().st_size / 1e6:.1f} MB)")
         if args.compact:
             export_compact(args.run, args.compact, args.mirror)

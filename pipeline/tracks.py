@@ -1,6 +1,8 @@
 """Pick one face per sequence when a frame shows several (or none).
 
-Faces are linked frame to frame by overlap into tracks; the kept track has the largest sum over its
+Faces are linked frame to frame into tracks, by overlap, or, for a face that moved further than its
+boxes overlap between two samples (a fast pan, or samples 1/3 s apart), by a centre shift of at most one
+face side at a similar size; the kept track has the largest sum over its
 frames of confidence x box side: a face that is present in many frames, detected with confidence
 and large wins (the person recording the clip, not a passer-by, nor a big false detection on a
 textured wall that flickers in and out at low confidence). Frames where that track has no box borrow the nearest
@@ -14,6 +16,22 @@ from dataclasses import dataclass, field
 from pipeline.faces import Box
 
 MIN_LINK_IOU = 0.2
+MAX_LINK_SHIFT = 1.0  # centre shift, in face sides, of a face whose boxes no longer overlap enough
+MAX_LINK_SCALE = 1.5  # side ratio between two boxes linked by their shift
+
+
+def _affinity(box: Box, last: Box) -> float | None:
+    """How well ``box`` continues a track that ended in ``last``: above 1 by overlap, up to 1 by a
+    short shift at a similar size (overlap always wins), None when it does not."""
+    iou = box.iou(last)
+    if iou >= MIN_LINK_IOU:
+        return 1.0 + iou
+    side, last_side = box.area ** 0.5, last.area ** 0.5
+    if min(side, last_side) <= 0 or max(side, last_side) / min(side, last_side) > MAX_LINK_SCALE:
+        return None
+    (x, y), (lx, ly) = box.center, last.center
+    shift = ((x - lx) ** 2 + (y - ly) ** 2) ** 0.5 / ((side + last_side) / 2)
+    return 1.0 - shift if shift <= MAX_LINK_SHIFT else None
 
 
 @dataclass
@@ -33,13 +51,13 @@ def _link(detections: list[list[Box]]) -> list[_Track]:
         taken: set[int] = set()
         # Greedy matching, largest faces first: good enough for a handful of faces.
         for box in sorted(boxes, key=lambda b: b.area, reverse=True):
-            best, best_iou = None, MIN_LINK_IOU
+            best, best_score = None, -1.0
             for i, track in enumerate(open_tracks):
                 if i in taken:
                     continue
-                iou = box.iou(track.last)  # type: ignore[arg-type]
-                if iou >= best_iou:
-                    best, best_iou = i, iou
+                score = _affinity(box, track.last)  # type: ignore[arg-type]
+                if score is not None and score >= best_score:
+                    best, best_score = i, score
             if best is None:
                 track = _Track()
                 tracks.append(track)

@@ -4,6 +4,7 @@ late, none at all, an interview at 23.98 fps, and odd stills, through `predict`,
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from pipeline.predict import PredictError, predict_file
 from pipeline.predict_outputs import write_timeline
 from pipeline.prepare import run_prepare
 from pipeline.serving import ServingModel, load_serving_model
+from pipeline.windows import WindowPlan
 from stacks.io import read_stack
 from tests.conftest import SHARED_DATA
 
@@ -60,16 +62,22 @@ def test_the_late_face_is_found(shipped: ServingModel) -> None:
 
 
 def test_the_faceless_clip_is_refused_with_one_line(shipped: ServingModel) -> None:
-    with pytest.raises(PredictError, match="no face found in any of the 24 sampled frames") as info:
-        predict_file(realvideo() / "no_face.mp4", shipped)  # 4.1 s at 23.7 fps: sampled every 1/6 s
+    samples = round(4.1 / shipped.stack.interval_seconds)  # 4.1 s at 23.7 fps, sampled in time
+    with pytest.raises(PredictError, match=f"no face found in any of the {samples} sampled frames") as info:
+        predict_file(realvideo() / "no_face.mp4", shipped)
     assert "\n" not in str(info.value)
 
 
-def test_an_interview_at_23_98_fps_is_sampled_every_sixth_of_a_second(shipped: ServingModel) -> None:
-    pred = predict_file(realvideo() / "WolfgangLanger_Pexels.mp4", shipped)
+@pytest.mark.parametrize("interval", [5, 10])
+def test_an_interview_at_23_98_fps_is_sampled_in_time(shipped: ServingModel, interval: int) -> None:
+    model = dataclasses.replace(shipped, stack=dataclasses.replace(shipped.stack, interval=interval))
+    pred = predict_file(realvideo() / "WolfgangLanger_Pexels.mp4", model)
     assert pred.face_ratio == 1.0 and pred.duration == pytest.approx(19.7, abs=0.05)
-    assert [round(w.start_s, 3) for w in pred.windows][:3] == [0.0, 1.5, 3.0]  # windows of 3 s, in time
-    assert len(pred.boxes) == pytest.approx(pred.duration * 6, abs=1)  # 6 samples a second, not every 5th frame
+    step = WindowPlan.for_stack(model.stack).step * interval / 30  # 1.5 s or 1.33 s (half a window, in samples)
+    assert [w.start_s for w in pred.windows][:3] == pytest.approx([0.0, step, 2 * step], abs=1e-3)
+    assert all(w.end_s - w.start_s == pytest.approx(3.0, abs=1e-3) for w in pred.windows[:-1])  # 3 s, in time
+    # every 1/6 or 1/3 s, not every 5th or 10th frame (that would be 4.8 or 2.4 a second)
+    assert len(pred.boxes) == pytest.approx(pred.duration * 30 / interval, abs=1)
 
 
 @pytest.mark.parametrize(("name", "answer"), [("single_face.jpg", True), ("multi_face.jpg", True),

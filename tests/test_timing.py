@@ -11,12 +11,13 @@ import pytest
 
 from models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import PrepareConfig, SplitSettings, StackSettings
-from pipeline.faces import DetectionFinder, find_faces
+from pipeline.faces import Box, DetectionFinder, find_faces
 from pipeline.predict import classify_stacks, predict_file, stack_window
 from pipeline.prepare import run_prepare
 from pipeline.serving import DEFAULT_MODEL, ServingModel, load_serving_model
 from pipeline.stackmaker import stack_frames
 from pipeline.timegrid import TOLERANCE, sequence_grid, shown_at
+from pipeline.tracks import choose_face
 from pipeline.windows import SampledFrame, WindowPlan, windows
 from stacks.io import read_stack
 
@@ -47,13 +48,13 @@ def _by_index(path: Path, model: ServingModel) -> np.ndarray:
 def test_the_shipped_model_is_an_old_checkpoint_read_at_30_fps() -> None:
     data = load_checkpoint(DEFAULT_MODEL)
     assert "timing" not in data  # saved before models stored seconds
-    stack = load_serving_model().stack
+    stack = load_serving_model(DEFAULT_MODEL).stack
     assert (stack.sequence_length, stack.interval) == (90, 5) and stack.sequence_seconds == 3.0
 
 
 def test_an_old_checkpoint_predicts_on_a_30_fps_clip_as_before(dataset: dict) -> None:
     clip = dataset["root"] / "Happy_0001.mp4"
-    model = load_serving_model()
+    model = load_serving_model(DEFAULT_MODEL)
     pred = predict_file(clip, model)
     np.testing.assert_allclose(pred.probs, _by_index(clip, model), atol=1e-6)
     assert sorted(pred.boxes) == list(range(0, 96, 5))
@@ -100,3 +101,15 @@ def test_a_frame_is_sampled_for_the_moment_it_is_shown_at() -> None:
     assert picks([0.0, 0.1 - TOLERANCE / 2], [0.1]) == [(0.0, None), (0.1 - TOLERANCE / 2, 0.1)]  # rounding
     grid = sequence_grid(100, 30)
     assert [next(grid) * 30 for _ in range(6)] == pytest.approx([0, 30, 60, 90, 100, 130])
+
+
+def test_a_face_sampled_a_third_of_a_second_apart_stays_one_track() -> None:
+    """A face 80 px wide moving 60 px between samples overlaps its last box by IoU 0.14 (below 0.2): it is
+    still the same face, found in every sample, not two tracks with the rest borrowed boxes."""
+    path = [Box(100 + 60 * i, 100, 180 + 60 * i, 180, 0.9) for i in range(6)]
+    assert path[0].iou(path[1]) < 0.2
+    chosen, found = choose_face([[box] for box in path])
+    assert chosen == path and all(found)
+    far, big = Box(100 + 250, 100, 180 + 250, 180, 0.9), Box(140, 100, 300, 260, 0.9)
+    assert choose_face([[path[0]], [far]])[1] == [True, False]  # three sides away: another face
+    assert choose_face([[path[0]], [big]])[1] == [False, True]  # twice the size, not overlapping enough
