@@ -47,6 +47,7 @@ def test_the_shipped_int8_model_is_the_shipped_checkpoint(dataset: dict) -> None
         assert a.label == predict_file(dataset["root"] / name, float_model).label
 
 
+@pytest.mark.slow
 def test_an_int8_export_keeps_the_settings_and_the_answers(dataset: dict, faces_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "int8.onnx"
     meta = export_onnx(DEFAULT_MODEL, out, int8=faces_dir)
