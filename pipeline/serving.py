@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 # The model that ships with the project (a frame model trained on FER2013; recipe: `make default-model`).
 DEFAULT_MODEL = REPO / "models" / "default" / "fer2013_resnet18.pt"
 # The same model as int8 ONNX with a face every 1/3 s (`export --onnx --int8 --serve-interval`): the same clip
-# accuracy at under half the time (benchmarks/predict_speed.py). Served with `--model` for now: the journal's
-# tests pin the default to the checkpoint above, which stays the model of record (evaluate, --init, exports).
+# accuracy at under half the time (benchmarks/predict_speed.py). It is what predict, live and the journal serve
+# when no --model is given; the checkpoint above stays the model of record (evaluate, --init, exports).
 SERVED_MODEL = REPO / "models" / "default" / "fer2013_resnet18_int8.onnx"
 ONNX_METADATA_KEY = "clip_emotion"
 
@@ -146,8 +146,11 @@ def load_onnx(path: Path, threads: int = 0) -> ServingModel:
 
 
 def load_serving_model(path: Path | None = None, device: torch.device | None = None) -> ServingModel:
-    """``path``: a run folder, a checkpoint (.pt), an ONNX export, or None for the shipped default."""
-    path = Path(path) if path is not None else DEFAULT_MODEL
+    """``path``: a run folder, a checkpoint (.pt), an ONNX export, or None for the shipped default (its int8
+    serving form when present)."""
+    if path is None:
+        path = SERVED_MODEL if SERVED_MODEL.is_file() else DEFAULT_MODEL
+    path = Path(path)
     if not path.exists():
         hint = ("the default model is missing from this checkout: rebuild it with `make default-model` "
                 "or pass --model RUN_DIR" if path == DEFAULT_MODEL else "pass a run folder, a .pt checkpoint or "
