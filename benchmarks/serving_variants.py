@@ -13,7 +13,7 @@ each takes as a ratio to decoding the same clips (the floor, timed in the same r
 Each clip's answer is the argmax over the five classes that match the photo labels. Reports accuracy
 (= UAR: balanced), per-label recall, agreement with the first variant, and median seconds per clip.
 
-    python benchmarks/serving_variants.py --int8 models/default/fer2013_resnet18_int8.onnx \
+    python benchmarks/serving_variants.py --int8 models/default/ferplus_resnet18_int8.onnx \
         [--per-label 20] [--intervals 5,10,15] [--threads 1]
 """
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.serving import SERVED_MODEL
 from tests.conftest import REPO, SMALL, make_corrupt_file, make_face_clip, make_faceless_clip
 from tests.journal_server import JournalServer, multipart
 
@@ -49,7 +50,7 @@ def files_in(folder: Path) -> list[str]:
 
 def test_create_list_get_patch_export_delete(server: JournalServer, clips: dict[str, bytes]) -> None:
     status, health = server.json("GET", "api/health")
-    assert status == 200 and "happy" in health["classes"] and health["model"].startswith("fer2013_resnet18")
+    assert status == 200 and "happy" in health["classes"] and health["model"] == SERVED_MODEL.name
 
     status, entry = server.upload("api/entries", clips["happy"], note="first light")
     assert status == 201, entry

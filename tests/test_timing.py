@@ -14,12 +14,16 @@ from pipeline.config import PrepareConfig, SplitSettings, StackSettings
 from pipeline.faces import Box, DetectionFinder, find_faces
 from pipeline.predict import classify_stacks, predict_file, stack_window
 from pipeline.prepare import run_prepare
-from pipeline.serving import DEFAULT_MODEL, ServingModel, load_serving_model
+from pipeline.serving import ServingModel, load_serving_model
 from pipeline.stackmaker import stack_frames
 from pipeline.timegrid import TOLERANCE, sequence_grid, shown_at
 from pipeline.tracks import choose_face
 from pipeline.windows import SampledFrame, WindowPlan, windows
 from stacks.io import read_stack
+from tests.conftest import REPO
+
+# Saved before models stored seconds: the shipped model's FER2013 stage (the FER+ model started from it).
+OLD_CHECKPOINT = REPO / "models" / "default" / "fer2013_resnet18.pt"
 
 
 def _opencv_frames(path: Path) -> list[np.ndarray]:
@@ -46,15 +50,15 @@ def _by_index(path: Path, model: ServingModel) -> np.ndarray:
 
 
 def test_the_shipped_model_is_an_old_checkpoint_read_at_30_fps() -> None:
-    data = load_checkpoint(DEFAULT_MODEL)
+    data = load_checkpoint(OLD_CHECKPOINT)
     assert "timing" not in data  # saved before models stored seconds
-    stack = load_serving_model(DEFAULT_MODEL).stack
+    stack = load_serving_model(OLD_CHECKPOINT).stack
     assert (stack.sequence_length, stack.interval) == (90, 5) and stack.sequence_seconds == 3.0
 
 
 def test_an_old_checkpoint_predicts_on_a_30_fps_clip_as_before(dataset: dict) -> None:
     clip = dataset["root"] / "Happy_0001.mp4"
-    model = load_serving_model(DEFAULT_MODEL)
+    model = load_serving_model(OLD_CHECKPOINT)
     pred = predict_file(clip, model)
     np.testing.assert_allclose(pred.probs, _by_index(clip, model), atol=1e-6)
     assert sorted(pred.boxes) == list(range(0, 96, 5))
@@ -80,7 +84,7 @@ def test_prepare_makes_the_same_30_fps_stacks_as_picking_every_kth_frame(dataset
 
 
 def test_a_checkpoint_stores_seconds_and_they_rule(tmp_path: Path) -> None:
-    data = load_checkpoint(DEFAULT_MODEL)
+    data = load_checkpoint(OLD_CHECKPOINT)
     payload = {k: v for k, v in data.items() if k not in ("format", "version", "versions", "path")}
     save_checkpoint(tmp_path / "now.pt", payload)
     assert load_checkpoint(tmp_path / "now.pt")["timing"] == {"sequence_seconds": 3.0, "interval_seconds": 0.166667,
