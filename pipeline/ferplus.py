@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.labelling import DROP, Relabeller
-from pipeline.sources import Rejected, Source, normalise_label
+from pipeline.sources import Rejected, Source, checked_label, normalise_label
 from stacks.manifest import format_votes, parse_votes
 
 LABEL_FILE = "label.csv"
@@ -117,12 +117,9 @@ def discover_ferplus(root: Path, labels: tuple[str, ...] = (),
             if not path.is_file():
                 rejected.append(Rejected(rel, f"listed in {folder}/{LABEL_FILE} but missing", "missing"))
                 continue
-            final, why = relabeller.apply(rel, CLASSES[top])
-            if final is None:
-                rejected.append(Rejected(rel, why))
-                continue
-            if allowed and final not in allowed:
-                rejected.append(Rejected(rel, f"unknown label {final!r} (allowed: {', '.join(sorted(allowed))})"))
+            final, refusal = checked_label(rel, CLASSES[top], relabeller, allowed)
+            if refusal is not None:
+                rejected.append(refusal)
                 continue
             counts = class_votes(votes, relabeller.label_map, allowed)
             sources.append(Source(path=path, rel=rel, label=final, video_id=path.stem, kind="image", split=split,

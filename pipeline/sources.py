@@ -49,6 +49,17 @@ class Rejected:
     category: str = "not usable"  # how the prepare report counts it (FER+: "majority unknown", ...)
 
 
+def checked_label(rel: str, label: str, relabeller: Relabeller,
+                  allowed: set[str]) -> tuple[str | None, Rejected | None]:
+    """The label after corrections and the label map, or why the file is set aside."""
+    final, why = relabeller.apply(rel, label)
+    if final is None:
+        return None, Rejected(rel, why)
+    if allowed and final not in allowed:
+        return None, Rejected(rel, f"unknown label {final!r} (allowed: {', '.join(sorted(allowed))})")
+    return final, None
+
+
 def normalise_label(label: str) -> str:
     return label.strip().lower().replace(" ", "_")
 
@@ -110,12 +121,9 @@ def discover(root: Path, labels: tuple[str, ...] = (), layout: Layout = "auto",
                 rejected.append(Rejected(rel, "no label: name it <Label>_<id>.<ext> or put it in a <label>/ folder"))
                 continue
             label, video_id = match["label"], match["id"]
-        final, why = relabeller.apply(rel, normalise_label(label))
-        if final is None:
-            rejected.append(Rejected(rel, why))
-            continue
-        if allowed and final not in allowed:
-            rejected.append(Rejected(rel, f"unknown label {final!r} (allowed: {', '.join(sorted(allowed))})"))
+        final, refusal = checked_label(rel, normalise_label(label), relabeller, allowed)
+        if refusal is not None:
+            rejected.append(refusal)
             continue
         sources.append(Source(path=path, rel=rel, label=final, video_id=video_id, kind=kind, split=split,
                               group=group))
