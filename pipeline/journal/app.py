@@ -136,12 +136,15 @@ def create_app(settings: JournalSettings, store: EntryStore, classifier: ClipCla
             head = await clip.read(SNIFF_BYTES)
             if not head:
                 raise ApiError(400, "the clip is empty (0 bytes): record again or pick another file")
-            part = store.new_upload()
-            path = part.with_suffix(sniff_suffix(head))
-            with open(path, "wb") as out:
-                out.write(head)
-                await clip.seek(len(head))
-                shutil.copyfileobj(clip.file, out, 1 << 20)
+            path = store.new_upload().with_suffix(sniff_suffix(head))
+            try:
+                with open(path, "wb") as out:
+                    out.write(head)
+                    await clip.seek(len(head))
+                    shutil.copyfileobj(clip.file, out, 1 << 20)
+            except BaseException:  # a full disk, say: no partial file stays behind
+                path.unlink(missing_ok=True)
+                raise
             return path, note
         finally:
             await form.close()
