@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -141,7 +142,7 @@ def create_app(settings: JournalSettings, store: EntryStore, classifier: ClipCla
                 with open(path, "wb") as out:
                     out.write(head)
                     await clip.seek(len(head))
-                    shutil.copyfileobj(clip.file, out, 1 << 20)
+                    await run_in_threadpool(shutil.copyfileobj, clip.file, out, 1 << 20)  # off the event loop
             except BaseException:  # a full disk, say: no partial file stays behind
                 path.unlink(missing_ok=True)
                 raise
