@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from pipeline.predict import predict_file
 from pipeline.serving import DEFAULT_MODEL, load_serving_model
-from tests.conftest import REPO
+from pipeline.synthetic import load_photo
+from tests.conftest import REPO, SMALL, make_face_clip, shared_faces
 
 
 def test_default_model_ships_small_and_complete() -> None:
@@ -29,3 +33,17 @@ def test_cli_predict_needs_no_model_argument(dataset: dict) -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert '"label": "happy"' in done.stdout
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("label", ["neutral", "happy"])
+def test_default_model_on_real_neutral_and_smiling_faces(label: str, tmp_path: Path) -> None:
+    """Journal clips of real photos (the first three of each label): the FER2013-label model called most neutral
+    faces sad or angry; the shipped FER+ model must say neutral, and still happy for a smile."""
+    model = load_serving_model()
+    photos = sorted((shared_faces() / label).glob("*.jpg"))[:3]
+    answers = []
+    for photo in photos:
+        clip = make_face_clip(load_photo(photo), tmp_path / f"{photo.stem}.mp4", seconds=3.2, size=SMALL, seed=0).path
+        answers.append(predict_file(clip, model).label)
+    assert answers == [label] * len(photos), dict(zip([p.name for p in photos], answers))
