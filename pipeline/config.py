@@ -212,7 +212,7 @@ class AugmentSettings:
 
 Optimizer = Literal["adamw", "adam", "sgd"]
 Schedule = Literal["exponential", "cosine", "constant"]
-Balance = Literal["none", "weights", "sampler"]
+Balance = Literal["none", "weights", "sqrt", "sampler"]
 Monitor = Literal["accuracy", "uar", "macro_f1", "loss"]
 Targets = Literal["majority", "soft"]
 

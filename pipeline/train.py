@@ -163,7 +163,8 @@ class Trainer:
                          if config.targets == "soft" else None)
         except SoftTargetError as exc:
             raise TrainError(str(exc)) from exc
-        weights = class_weights(self.train_set.class_counts()) if config.balance == "weights" else None
+        power = {"weights": 1.0, "sqrt": 0.5}.get(config.balance)
+        weights = class_weights(self.train_set.class_counts(), power) if power else None
         self.loss_weights = None if weights is None else weights.to(self.device)
         self.state = LoopState()
         if self.resume_from:

@@ -41,8 +41,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    help="side the stacks are resized to for the network")
     g.add_argument("--cache", choices=["memory", "disk"], default=d["cache"],
                    help="hold the uint8 stacks in memory, or in a memory-mapped file under <data>/.cache")
-    g.add_argument("--balance", choices=["none", "weights", "sampler"], default=d["balance"],
-                   help="class imbalance: nothing, weighted loss, or class-balanced sampling")
+    g.add_argument("--balance", choices=["none", "weights", "sqrt", "sampler"], default=d["balance"],
+                   help="class imbalance: nothing, a loss weighted by inverse class frequency (sqrt: by its "
+                        "square root), or class-balanced sampling")
     g = p.add_argument_group("model")
     g.add_argument("--backbone", default=d["backbone"], help="see `python cli.py models`")
     g.add_argument("--pretrained", action="store_true", help="timm's ImageNet weights (needs internet)")

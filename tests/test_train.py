@@ -336,6 +336,8 @@ def test_balance_sampler_draws_classes_evenly_and_weights_invert_frequency() -> 
     assert sorted(shuffled) == list(range(100))
     weights = class_weights(np.bincount(labels))
     assert weights[1] / weights[0] == pytest.approx(9.0) and (weights * torch.tensor([90, 10])).sum() == 100
+    root = class_weights(np.bincount(labels), 0.5)
+    assert root[1] / root[0] == pytest.approx(3.0) and (root * torch.tensor([90, 10])).sum() == pytest.approx(100)
 
 
 def test_schedules_and_optimizers(stacks: Path, tmp_path: Path) -> None:
