@@ -29,15 +29,15 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.config import StackSettings  # noqa: E402
 from pipeline.console import fail as _fail  # noqa: E402
-from pipeline.grid_commands import add_grid  # noqa: E402
+from pipeline.grid.cli import add_grid  # noqa: E402
 from pipeline.journal.cli import add_journal  # noqa: E402
-from pipeline.predict_commands import add_export, add_live, add_predict  # noqa: E402
-from pipeline.prepare_commands import add_prepare  # noqa: E402
-from pipeline.train_commands import add_evaluate, add_train  # noqa: E402
+from pipeline.prepare.cli import add_prepare  # noqa: E402
+from pipeline.serve.cli import add_export, add_live, add_predict  # noqa: E402
+from pipeline.train.cli import add_evaluate, add_train  # noqa: E402
 from scrapers.fetch_command import add_fetch  # noqa: E402
 from scrapers.scrape_command import add_scrape  # noqa: E402
+from stacks.settings import StackSettings  # noqa: E402
 
 
 def add_make_clips(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +64,7 @@ def add_make_clips(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_make_clips(args: argparse.Namespace) -> int:
-    from pipeline.demo_clips import make_clip_set
+    from tests.fixtures.clip_sets import make_clip_set
 
     try:
         paths = make_clip_set(args.out, photos=args.photos, per_label=args.per_label, seconds=args.seconds,

@@ -1,7 +1,7 @@
 """How often is a clip's emotion right: our default frame model next to face-api.js's and `fer`'s, same clips.
 
 The clips are journal-style: 4 s, 640x480, 30 fps, a real labelled face photo (../shared/data/faces:
-anger, happy, neutral, sad, surprise) drifting across a wall, made by ``pipeline.demo_clips.make_clip_set``
+anger, happy, neutral, sad, surprise) drifting across a wall, made by ``tests.fixtures.clip_sets.make_clip_set``
 and named ``<Label>_<NNNN>.mp4``. Both systems are 7-class FER2013 models; each clip's answer is the
 argmax over the five classes that match the photo labels (anger <- angry, happy, neutral, sad,
 surprise; disgust and fear are ignored):
@@ -63,7 +63,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pipeline  # noqa: E402, F401, I001  (quiet native logging: first, before cv2 and mediapipe load)
+import stacks  # noqa: E402, F401, I001  (quiet native logging: first, before cv2 and mediapipe load)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -72,11 +72,11 @@ import torch  # noqa: E402
 from benchmarks.faceapi_reference import MODEL_DIR as FACEAPI_DIR  # noqa: E402
 from benchmarks.faceapi_reference import FaceApiError, FaceApiExpression  # noqa: E402
 from benchmarks.fer_reference import FER_LABELS, FerReference  # noqa: E402
-from pipeline.demo_clips import _photos_by_label, make_clip_set  # noqa: E402
-from pipeline.metrics import confusion_matrix, summarise  # noqa: E402
+from tests.fixtures.clip_sets import _photos_by_label, make_clip_set  # noqa: E402
+from pipeline.train.metrics import confusion_matrix, summarise  # noqa: E402
 from pipeline.plots import plot_confusion  # noqa: E402
-from pipeline.predict import Prediction, PredictError, clip_windows, predict_file  # noqa: E402
-from pipeline.serving import DEFAULT_MODEL, ModelLoadError, ServingModel, load_onnx, load_serving_model  # noqa: E402
+from pipeline.serve.predict import Prediction, PredictError, clip_windows, predict_file  # noqa: E402
+from models.served import DEFAULT_MODEL, ModelLoadError, ServingModel, load_onnx, load_serving_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "faces"

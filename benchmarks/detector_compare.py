@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.faces import DetectionFinder, MeshFinder, square_box  # noqa: E402
-from pipeline.synthetic import load_photo  # noqa: E402
+from stacks.faces import DetectionFinder, MeshFinder, square_box  # noqa: E402
+from tests.fixtures.clips import load_photo  # noqa: E402
 
 
 def main() -> None:

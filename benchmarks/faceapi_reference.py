@@ -218,7 +218,7 @@ class FaceApiExpression:
 
 def _astronaut_face() -> np.ndarray:
     """A 112x112 RGB face: scikit-image's astronaut photo (public domain), cropped around her face."""
-    from pipeline.synthetic import astronaut_head
+    from tests.fixtures.clips import astronaut_head
 
     return cv2.resize(astronaut_head()[64:180, 165:281], (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
 
@@ -237,7 +237,7 @@ def reference_inputs() -> dict[str, np.ndarray]:
 
 
 INPUT_RECIPES = {
-    "astronaut_face": "skimage.data.astronaut() -> pipeline.synthetic.astronaut_head() -> rows 64:180, columns "
+    "astronaut_face": "skimage.data.astronaut() -> tests.fixtures.clips.astronaut_head() -> rows 64:180, columns "
                       "165:281 -> cv2.resize to 112x112, INTER_AREA (RGB uint8)",
     "astronaut_face_mirrored": "astronaut_face flipped left-right",
     "astronaut_face_rows_14_to_99": "astronaut_face rows 14:99 (85x112): face-api pads it to 112x112",

@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pipeline  # noqa: E402, F401  (quiet native logging before cv2 and mediapipe load)
+import stacks  # noqa: E402, F401  (quiet native logging before cv2 and mediapipe load)
 from benchmarks.prepare_speed import to_h264  # noqa: E402
-from pipeline.predict import predict_file  # noqa: E402
-from pipeline.serving import load_serving_model  # noqa: E402
-from pipeline.synthetic import astronaut_head, make_face_clip  # noqa: E402
-from tests.journal_server import JournalServer, multipart  # noqa: E402
+from models.served import load_serving_model  # noqa: E402
+from pipeline.serve.predict import predict_file  # noqa: E402
+from tests.fixtures.clips import astronaut_head, make_face_clip  # noqa: E402
+from tests.fixtures.journal_server import JournalServer, multipart  # noqa: E402
 
 TARGET_RATIO = 0.8
 TIME_LIMIT = 600.0  # seconds for the whole load phase; the run stops sending after that

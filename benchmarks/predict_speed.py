@@ -41,13 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import pipeline  # noqa: E402, F401  (quiet native logging before cv2 and mediapipe load)
+import stacks  # noqa: E402, F401  (quiet native logging before cv2 and mediapipe load)
 from benchmarks.prepare_speed import to_h264  # noqa: E402
-from pipeline.export import export_onnx  # noqa: E402
-from pipeline.predict import classify_stacks, clip_windows, predict_file  # noqa: E402
-from pipeline.serving import DEFAULT_MODEL, SERVED_MODEL, load_serving_model  # noqa: E402
-from pipeline.synthetic import astronaut_head, make_face_clip  # noqa: E402
-from pipeline.video import VideoReader, decode_threads  # noqa: E402
+from models.served import DEFAULT_MODEL, SERVED_MODEL, load_serving_model  # noqa: E402
+from pipeline.serve.export import export_onnx  # noqa: E402
+from pipeline.serve.predict import classify_stacks, clip_windows, predict_file  # noqa: E402
+from stacks.video import VideoReader, decode_threads  # noqa: E402
+from tests.fixtures.clips import astronaut_head, make_face_clip  # noqa: E402
 
 TARGET_RATIO = 2.0  # ours / pure decoding of the same clip
 

@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pipeline  # noqa: E402, F401  (sets quiet logging env vars before cv2 and mediapipe load)
+import stacks  # noqa: E402, F401  (sets quiet logging env vars before cv2 and mediapipe load)
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
@@ -56,10 +56,11 @@ import imageio_ffmpeg  # noqa: E402
 import mediapipe as mp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.config import PrepareConfig, StackSettings  # noqa: E402
-from pipeline.faces import Box, DetectionFinder, crop_grey, native_stderr_silenced, square_box  # noqa: E402
-from pipeline.prepare import run_prepare  # noqa: E402
-from pipeline.synthetic import astronaut_head, load_photo, make_face_clip  # noqa: E402
+from pipeline.prepare.run import run_prepare  # noqa: E402
+from pipeline.prepare.settings import PrepareConfig  # noqa: E402
+from stacks.faces import Box, DetectionFinder, crop_grey, native_stderr_silenced, square_box  # noqa: E402
+from stacks.settings import StackSettings  # noqa: E402
+from tests.fixtures.clips import astronaut_head, load_photo, make_face_clip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FACES = REPO.parent / "shared" / "data" / "faces"

@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import pipeline  # noqa: E402, F401  (quiet native logging before cv2 and mediapipe load)
-from pipeline.demo_clips import make_clip_set  # noqa: E402
-from pipeline.predict import PredictError, predict_file  # noqa: E402
-from pipeline.serving import DEFAULT_MODEL, ServingModel, load_serving_model  # noqa: E402
-from pipeline.video import VideoReader, decode_threads  # noqa: E402
+import stacks  # noqa: E402, F401  (quiet native logging before cv2 and mediapipe load)
+from models.served import DEFAULT_MODEL, ServingModel, load_serving_model  # noqa: E402
+from pipeline.serve.predict import PredictError, predict_file  # noqa: E402
+from stacks.video import VideoReader, decode_threads  # noqa: E402
+from tests.fixtures.clip_sets import make_clip_set  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL_CLASSES = {"anger": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad", "surprise": "surprise"}

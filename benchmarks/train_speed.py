@@ -6,7 +6,7 @@ same optimizer family and batch size on the same generated stacks (18 channels, 
   seed   the seed's way: every stack converted to float32 and normalised up front, augmented once
          at load (torchvision flip, affine, random erasing on the (C, H, W) tensor), a
          TensorDataset + shuffling DataLoader, contiguous (NCHW) tensors, Adam, full precision.
-  ours   ``pipeline.train.Trainer.train_epoch``: uint8 stacks, converted per batch, augmentation
+  ours   ``pipeline.train.loop.Trainer.train_epoch``: uint8 stacks, converted per batch, augmentation
          drawn fresh every batch (flip, affine, brightness/contrast, blur, erasing), channels_last,
          AdamW, gradient clipping. Timed twice: in fp32, and with ``--precision auto`` (bf16 autocast
          on CUDA, and on CPUs with native bf16 for the backbones it speeds up; else the same as fp32).
@@ -39,10 +39,11 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
 from models.network import EmotionNet  # noqa: E402
-from pipeline.config import InputSettings, TrainConfig  # noqa: E402
-from pipeline.synthetic_stacks import make_stack_set  # noqa: E402
-from pipeline.train import Trainer  # noqa: E402
-from pipeline.training_parts import resolve_device  # noqa: E402
+from pipeline.train.loop import Trainer  # noqa: E402
+from pipeline.train.parts import resolve_device  # noqa: E402
+from pipeline.train.settings import TrainConfig  # noqa: E402
+from stacks.settings import InputSettings  # noqa: E402
+from tests.fixtures.stacks import make_stack_set  # noqa: E402
 
 
 def seed_dataset(trainer: Trainer) -> TensorDataset:

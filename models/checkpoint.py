@@ -39,7 +39,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     data = {"format": FORMAT, "version": VERSION, "versions": library_versions(), **payload}
     if isinstance(payload.get("stack"), dict) and "timing" not in payload:
         # The sequence and interval as seconds: a model made from 30 fps clips serves a 60 fps one alike.
-        from pipeline.config import StackSettings
+        from stacks.settings import StackSettings
 
         data["timing"] = StackSettings.from_dict(payload["stack"]).timing()
     atomic_write(Path(path), lambda tmp: torch.save(data, tmp))

@@ -11,8 +11,8 @@ import pytest
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-import pipeline  # noqa: E402,F401  (sets quiet native logging before cv2/mediapipe load)
-from pipeline.synthetic import (  # noqa: E402
+import stacks  # noqa: E402,F401  (sets quiet native logging before cv2/mediapipe load)
+from tests.fixtures.clips import (  # noqa: E402
     ClipTruth,
     astronaut_head,
     make_corrupt_file,

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from pipeline.synthetic import make_face_clip
 from stacks import read_manifest, read_stack
 from stacks.atomic import TMP_MARK
 from tests.conftest import REPO, SMALL
+from tests.fixtures.clips import make_face_clip
 
 
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -145,7 +145,7 @@ def test_make_clips_writes_a_preparable_folder(tmp_path: Path) -> None:
 
 def test_ctrl_c_during_training_then_resume_finishes_the_run(tmp_path: Path) -> None:
     from models.checkpoint import load_checkpoint
-    from pipeline.synthetic_stacks import make_stack_set
+    from tests.fixtures.stacks import make_stack_set
 
     data, runs = tmp_path / "stacks", tmp_path / "runs"
     make_stack_set(data, counts={"train": 16, "val": 4}, channels=4, size=32)

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import SplitSettings, StackSettings
-from pipeline.sources import discover
-from pipeline.splits import SplitFileError, assign_splits, read_split_file
+from pipeline.prepare.settings import SplitSettings
+from pipeline.prepare.sources import discover
+from pipeline.prepare.splits import SplitFileError, assign_splits, read_split_file
+from stacks.settings import StackSettings
 
 
 @pytest.mark.parametrize("interval,channels", [(5, 18), (10, 9), (15, 6), (1, 90)])

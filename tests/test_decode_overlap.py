@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import StackSettings
-from pipeline.faces import BackgroundFinder, Box, DetectionFinder, crop_grey, find_faces
-from pipeline.stackmaker import video_stacks
-from pipeline.video import VideoReader, decode_threads, serial_opencv
+from stacks.faces import BackgroundFinder, Box, DetectionFinder, crop_grey, find_faces
+from stacks.maker import video_stacks
+from stacks.settings import StackSettings
+from stacks.video import VideoReader, decode_threads, serial_opencv
 from tests.conftest import SMALL, make_face_clip
 
 
@@ -72,7 +72,7 @@ def test_crop_of_a_colour_frame_equals_the_crop_of_its_grey_frame() -> None:
 
 
 def test_predict_searches_ahead_in_order_and_finds_the_same_faces(head: np.ndarray, tmp_path: Path) -> None:
-    from pipeline.windows import detect_frames
+    from stacks.windows import detect_frames
 
     clip = make_face_clip(head, tmp_path / "clip.mp4", seconds=2.0, size=SMALL, seed=2).path
     with VideoReader(clip) as reader:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.predict import predict_file
-from pipeline.serving import DEFAULT_MODEL, load_serving_model
-from pipeline.synthetic import load_photo
+from models.served import DEFAULT_MODEL, load_serving_model
+from pipeline.serve.predict import predict_file
 from tests.conftest import REPO, SMALL, make_face_clip, shared_faces
+from tests.fixtures.clips import load_photo
 
 
 def test_default_model_ships_small_and_complete() -> None:

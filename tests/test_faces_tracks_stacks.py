@@ -5,15 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import StackSettings
-from pipeline.faces import Box, DetectionFinder, MeshFinder, crop_grey, square_box
-from pipeline.framing import median_margin, serving_margin
-from pipeline.stackmaker import stack_detected
-from pipeline.synthetic import ASTRONAUT_LANDMARKS
-from pipeline.tracks import choose_face
 from stacks import ManifestRow, read_manifest, read_stack, write_manifest, write_stack
 from stacks.atomic import TMP_MARK, atomic_write
+from stacks.faces import Box, DetectionFinder, MeshFinder, crop_grey, square_box
+from stacks.framing import median_margin, serving_margin
+from stacks.maker import stack_detected
+from stacks.settings import StackSettings
+from stacks.tracks import choose_face
 from tests.conftest import shared_faces
+from tests.fixtures.clips import ASTRONAUT_LANDMARKS
 
 
 def test_square_box_adds_margin_and_stays_in_frame() -> None:
@@ -48,7 +48,7 @@ def test_detection_finder_gives_the_solutions_api_boxes(head: np.ndarray, tmp_pa
     import cv2
     import mediapipe as mp
 
-    from pipeline.synthetic import load_photo, make_face_clip
+    from tests.fixtures.clips import load_photo, make_face_clip
 
     photos = [load_photo(p) for p in sorted(shared_faces().rglob("*.jpg"))[::25]]
     frames = []  # 640x480 clip frames, shrunk to DETECT_SIDE before detection
@@ -86,7 +86,7 @@ def test_a_forked_child_keeps_the_graphs_that_other_threads_hold(head: np.ndarra
     held would join graph threads the child does not have (a segfault: Ray's start-up crashed on it)."""
     import os
 
-    from pipeline import faces
+    from stacks import faces
 
     searcher = faces.BackgroundFinder("detection")  # a live thread holding a graph in a thread-local
     assert len(searcher.find(head)) == 1

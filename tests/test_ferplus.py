@@ -9,8 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import PrepareConfig, StackSettings
-from pipeline.ferplus import (
+from pipeline.prepare.ferplus import (
     FerPlusError,
     discover_ferplus,
     format_votes,
@@ -19,9 +18,11 @@ from pipeline.ferplus import (
     parse_votes,
     read_label_file,
 )
-from pipeline.prepare import REPORT_NAME, PrepareError, run_prepare
-from pipeline.sources import discover
+from pipeline.prepare.run import REPORT_NAME, PrepareError, run_prepare
+from pipeline.prepare.settings import PrepareConfig
+from pipeline.prepare.sources import discover
 from stacks import read_manifest
+from stacks.settings import StackSettings
 from tests.conftest import SHARED_DATA
 
 #                 neutral happy surprise sad anger disgust fear contempt unknown NF

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import grid_backends
-from pipeline.grid import (
+from pipeline.grid import backends as grid_backends
+from pipeline.grid.cli import _flags, add_grid
+from pipeline.grid.results import ACCURACY_HEADING, COST_HEADING, UAR_HEADING, CellResult, markdown, table_section
+from pipeline.grid.run import (
     CELL_FILE,
     CellOutcome,
     CellTask,
@@ -32,8 +34,6 @@ from pipeline.grid import (
     spec_from_sources,
     write_cell_record,
 )
-from pipeline.grid_commands import _flags, add_grid
-from pipeline.grid_results import ACCURACY_HEADING, COST_HEADING, UAR_HEADING, CellResult, markdown, table_section
 
 BACKBONES = ["resnet18", "mobilenetv3_small"]
 # One epoch that learns something (constant lr, linear head, no augmentation), so that rows have a best.
@@ -231,7 +231,7 @@ def test_tiny_grid_makes_every_cell_the_tables_the_csv_and_the_figures(tiny: Pat
 
 
 def test_a_cell_is_an_ordinary_run_folder(tiny: Path) -> None:
-    from pipeline.evaluate import evaluate_run
+    from pipeline.train.evaluate import evaluate_run
 
     metrics = evaluate_run(tiny / "runs" / "i10_resnet18", "val", progress=False)
     with open(tiny / "results.csv", newline="") as fh:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import cli
-from pipeline.export import export_onnx
-from pipeline.faces import Box, crop_grey
-from pipeline.predict import predict_file
-from pipeline.serving import DEFAULT_MODEL, SERVED_MODEL, load_serving_model
-from pipeline.video import VideoReader
+from models.served import DEFAULT_MODEL, SERVED_MODEL, load_serving_model
+from pipeline.serve.export import export_onnx
+from pipeline.serve.predict import predict_file
+from stacks.faces import Box, crop_grey
+from stacks.video import VideoReader
 
 
 @pytest.fixture(scope="module")

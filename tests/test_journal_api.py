@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.serving import SERVED_MODEL
+from models.served import SERVED_MODEL
 from tests.conftest import REPO, SMALL, make_corrupt_file, make_face_clip, make_faceless_clip
-from tests.journal_server import JournalServer, multipart
+from tests.fixtures.journal_server import JournalServer, multipart
 
 pytestmark = pytest.mark.slow
 

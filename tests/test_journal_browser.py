@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, SMALL, make_corrupt_file, make_face_clip
-from tests.journal_server import JournalServer
+from tests.fixtures.journal_server import JournalServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -43,7 +43,7 @@ SCREENSHOT_ENV = "JOURNAL_SCREENSHOT"  # also copy the history screenshot there 
 @pytest.fixture(scope="module")
 def camera_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The smiling astronaut, 4 s at 640x480, as the raw .y4m Chromium's fake camera reads."""
-    from pipeline.synthetic import astronaut_head
+    from tests.fixtures.clips import astronaut_head
 
     root = tmp_path_factory.mktemp("camera")
     mp4 = make_face_clip(astronaut_head(), root / "face.mp4", seconds=4, size=(640, 480)).path
@@ -126,7 +126,7 @@ def h264(clip: Path) -> Path:
 
 
 def _head() -> np.ndarray:
-    from pipeline.synthetic import astronaut_head
+    from tests.fixtures.clips import astronaut_head
 
     return astronaut_head()
 
@@ -247,7 +247,7 @@ def seed_past_weeks(server: JournalServer, tmp_path: Path) -> int:
     from datetime import datetime, timedelta
 
     from pipeline.journal.store import EntryStore
-    from pipeline.synthetic import load_photo
+    from tests.fixtures.clips import load_photo
 
     faces = REPO.parent / "shared" / "data" / "faces"
     if not faces.is_dir():
@@ -276,7 +276,7 @@ def seed_past_weeks(server: JournalServer, tmp_path: Path) -> int:
 
 def test_history_screenshot(server: JournalServer, page, tmp_path: Path) -> None:
     """A few entries uploaded through the API, the newest one opened; the image is written and is a PNG."""
-    from pipeline.synthetic import astronaut_head
+    from tests.fixtures.clips import astronaut_head
 
     seed_past_weeks(server, tmp_path)
     head = astronaut_head()

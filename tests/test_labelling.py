@@ -9,11 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import PrepareConfig, SplitSettings, StackSettings
-from pipeline.labelling import LabelFileError, Relabeller, dataset_name, parse_label_map
-from pipeline.prepare import REPORT_NAME, PrepareError, format_summary, run_prepare
-from pipeline.sources import discover
-from pipeline.splits import SplitFileError, assign_splits
+from pipeline.prepare.labelling import LabelFileError, Relabeller, dataset_name, parse_label_map
+from pipeline.prepare.run import REPORT_NAME, PrepareError, format_summary, run_prepare
+from pipeline.prepare.settings import PrepareConfig, SplitSettings
+from pipeline.prepare.sources import discover
+from pipeline.prepare.splits import SplitFileError, assign_splits
+from stacks.settings import StackSettings
 
 
 def _touch(root: Path, *names: str) -> None:

@@ -91,7 +91,7 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
 ])
 def test_pretrained_without_hub_access_says_what_to_do_instead(tmp_path: Path, env_extra: dict, reason: str) -> None:
     """Both ways of having no hub give one line naming the offline alternatives, on any machine."""
-    from pipeline.synthetic_stacks import make_stack_set
+    from tests.fixtures.stacks import make_stack_set
 
     make_stack_set(tmp_path / "stacks", counts={"train": 2, "val": 1})
     env = {**os.environ, **env_extra, "HF_HOME": str(tmp_path / "hf")}

@@ -11,8 +11,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from pipeline.mp4 import mp4_frame_count
-from pipeline.video import VideoError, probe
+from stacks.mp4 import mp4_frame_count
+from stacks.video import VideoError, probe
 from tests.conftest import SMALL, make_corrupt_file, make_face_clip
 
 

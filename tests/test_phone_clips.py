@@ -10,16 +10,17 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import phone_clips
-from pipeline.config import PrepareConfig, SplitSettings, StackSettings
-from pipeline.live import run_live
-from pipeline.predict import PredictError, Prediction, predict_file
-from pipeline.prepare import run_prepare
-from pipeline.serving import ServingModel, load_serving_model
-from pipeline.timegrid import interval_grid
-from pipeline.video import VideoReader
+from models.served import ServingModel, load_serving_model
+from pipeline.prepare.run import run_prepare
+from pipeline.prepare.settings import PrepareConfig, SplitSettings
+from pipeline.serve.live import run_live
+from pipeline.serve.predict import PredictError, Prediction, predict_file
 from stacks.io import read_stack
+from stacks.settings import StackSettings
+from stacks.timegrid import interval_grid
+from stacks.video import VideoReader
 from tests.conftest import SMALL, make_face_clip
+from tests.fixtures import phone_clips
 
 FRAME = 1 / 30  # one frame period of the source clip
 
@@ -88,7 +89,7 @@ def test_a_turned_phone_clip_is_classified_like_the_upright_one(clips: dict[str,
 
 def test_prepare_live_and_annotate_see_the_portrait_clip_upright(clips: dict[str, Path], shipped: ServingModel,
                                                                  tmp_path: Path) -> None:
-    from pipeline.annotate import write_annotated
+    from pipeline.serve.annotate import write_annotated
 
     src = tmp_path / "src"
     (src / "happy").mkdir(parents=True)

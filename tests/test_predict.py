@@ -16,19 +16,21 @@ import torch
 
 import cli
 from models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from pipeline.config import AugmentSettings, InputSettings, PrepareConfig, StackSettings, TrainConfig
-from pipeline.export import export_compact, export_onnx
-from pipeline.inference import predict_logits
-from pipeline.predict import PredictError, clip_windows, predict_file
-from pipeline.prepare import run_prepare
-from pipeline.serving import load_serving_model
-from pipeline.synthetic_stacks import make_stack_set
-from pipeline.train import run_train
-from pipeline.windows import SampledFrame, WindowPlan, windows
+from models.served import load_serving_model
+from pipeline.prepare.run import run_prepare
+from pipeline.prepare.settings import PrepareConfig
+from pipeline.serve.export import export_compact, export_onnx
+from pipeline.serve.predict import PredictError, clip_windows, predict_file
+from pipeline.train.inference import predict_logits
+from pipeline.train.loop import run_train
+from pipeline.train.settings import AugmentSettings, TrainConfig
 from stacks.dataset import StackDataset, resize_stack
 from stacks.io import read_stack
 from stacks.manifest import read_manifest
+from stacks.settings import InputSettings, StackSettings
+from stacks.windows import SampledFrame, WindowPlan, windows
 from tests.conftest import REPO, SMALL, make_corrupt_file, make_face_clip, make_faceless_clip
+from tests.fixtures.stacks import make_stack_set
 
 
 def _train(data: Path, runs: Path, name: str) -> Path:
@@ -261,7 +263,7 @@ def test_face_share_counts_the_frames_of_faceless_windows(frame_run: Path, clips
     assert pred.frames == 180 and pred.face_ratio == pytest.approx(0.5, abs=0.06)
     assert [w.start for w in pred.windows] == [0, 45]  # the window from 90 s on has no face: no answer
     annotated = tmp_path / "mixed_annotated.avi"
-    from pipeline.annotate import write_annotated
+    from pipeline.serve.annotate import write_annotated
 
     assert write_annotated(pred, annotated) == 180
 
@@ -315,9 +317,9 @@ def test_compact_weights_are_within_half_a_step_of_the_float_ones(frame_run: Pat
 
 def test_mirror_export_averages_each_face_with_its_mirror_image(frame_run: Path, clips: dict, tmp_path: Path,
                                                                  run_cli) -> None:
-    from pipeline.evaluate import evaluate_run
-    from pipeline.inference import class_probabilities, prepare_batch
-    from pipeline.run_data import load_split, read_run_data
+    from pipeline.train.data import load_split, read_run_data
+    from pipeline.train.evaluate import evaluate_run
+    from pipeline.train.inference import class_probabilities, prepare_batch
 
     mirrored, onnx_path = tmp_path / "mirror.pt", tmp_path / "mirror.onnx"
     code, _, _ = run_cli("export", frame_run, "--compact", mirrored, "--onnx", onnx_path, "--mirror")
@@ -352,7 +354,7 @@ def test_mirror_export_averages_each_face_with_its_mirror_image(frame_run: Path,
 
 
 def test_a_frame_model_classifies_each_face_of_overlapping_windows_once(frame_run: Path, clips: dict) -> None:
-    from pipeline.predict import classify_stacks
+    from pipeline.serve.predict import classify_stacks
 
     model = load_serving_model(frame_run)
     stacked = clip_windows(clips["long"], model).stacked

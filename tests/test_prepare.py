@@ -11,12 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import PrepareConfig, SplitSettings, StackSettings
-from pipeline.faces import Box
-from pipeline.prepare import REPORT_NAME, PrepareError, run_prepare
-from pipeline.synthetic import ASTRONAUT_LANDMARKS, load_photo, make_face_clip
+from pipeline.prepare.run import REPORT_NAME, PrepareError, run_prepare
+from pipeline.prepare.settings import PrepareConfig, SplitSettings
 from stacks import read_manifest, read_stack
+from stacks.faces import Box
+from stacks.settings import StackSettings
 from tests.conftest import SMALL, shared_faces
+from tests.fixtures.clips import ASTRONAUT_LANDMARKS, load_photo, make_face_clip
 
 
 def _prepare(source: Path, out: Path, **stack: object) -> object:
@@ -208,8 +209,8 @@ def test_missing_and_empty_source_fail_clearly(tmp_path: Path) -> None:
 
 
 def test_stack_maker_says_too_short_without_decoding_a_hopeless_clip(head: np.ndarray, tmp_path: Path) -> None:
-    from pipeline.faces import DetectionFinder
-    from pipeline.stackmaker import SourceSkipped, video_stacks
+    from stacks.faces import DetectionFinder
+    from stacks.maker import SourceSkipped, video_stacks
 
     clip = make_face_clip(head, tmp_path / "short.mp4", seconds=1.0, size=SMALL).path
     with pytest.raises(SourceSkipped) as info:

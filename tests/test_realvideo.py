@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import PrepareConfig, SplitSettings, StackSettings
-from pipeline.live import run_live
-from pipeline.predict import PredictError, predict_file
-from pipeline.predict_outputs import write_timeline
-from pipeline.prepare import run_prepare
-from pipeline.serving import ServingModel, load_serving_model
-from pipeline.windows import WindowPlan
+from models.served import ServingModel, load_serving_model
+from pipeline.prepare.run import run_prepare
+from pipeline.prepare.settings import PrepareConfig, SplitSettings
+from pipeline.serve.live import run_live
+from pipeline.serve.outputs import write_timeline
+from pipeline.serve.predict import PredictError, predict_file
 from stacks.io import read_stack
+from stacks.settings import StackSettings
+from stacks.windows import WindowPlan
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.shared_data

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.sources import discover
+from pipeline.prepare.sources import discover
 from scrapers.providers import PROVIDERS, Pexels, Rendition, pick_rendition
 from scrapers.scrape import COLUMNS, ORIGINALS, load_queries, select_labels
 from scrapers.scrape_command import add_scrape

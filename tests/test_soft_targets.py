@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import AugmentSettings, InputSettings, TrainConfig
-from pipeline.inference import predict_logits
-from pipeline.soft_targets import SoftTargetError, vote_distributions
-from pipeline.synthetic_stacks import make_stack_set
-from pipeline.train import Trainer
-from pipeline.training_parts import TrainError
+from pipeline.train.inference import predict_logits
+from pipeline.train.loop import Trainer
+from pipeline.train.parts import TrainError
+from pipeline.train.settings import AugmentSettings, TrainConfig
+from pipeline.train.soft_targets import SoftTargetError, vote_distributions
 from stacks.manifest import ManifestRow, read_manifest, write_manifest
+from stacks.settings import InputSettings
+from tests.fixtures.stacks import make_stack_set
 
 CLASSES = ("anger", "happy")
 # Every training "anger" stack was called anger by 6 of 10 annotators and happy by 4; "happy" ones by all 10.

@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 
 from models.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import PrepareConfig, SplitSettings, StackSettings
-from pipeline.faces import Box, DetectionFinder, find_faces
-from pipeline.predict import classify_stacks, predict_file, stack_window
-from pipeline.prepare import run_prepare
-from pipeline.serving import ServingModel, load_serving_model
-from pipeline.stackmaker import stack_frames
-from pipeline.timegrid import TOLERANCE, sequence_grid, shown_at
-from pipeline.tracks import choose_face
-from pipeline.windows import SampledFrame, WindowPlan, windows
+from models.served import ServingModel, load_serving_model
+from pipeline.prepare.run import run_prepare
+from pipeline.prepare.settings import PrepareConfig, SplitSettings
+from pipeline.serve.predict import classify_stacks, predict_file, stack_window
+from stacks.faces import Box, DetectionFinder, find_faces
 from stacks.io import read_stack
+from stacks.maker import stack_frames
+from stacks.settings import StackSettings
+from stacks.timegrid import TOLERANCE, sequence_grid, shown_at
+from stacks.tracks import choose_face
+from stacks.windows import SampledFrame, WindowPlan, windows
 from tests.conftest import REPO
 
 # Saved before models stored seconds: the shipped model's FER2013 stage (the FER+ model started from it).

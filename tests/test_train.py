@@ -14,17 +14,18 @@ import pytest
 import torch
 
 from models.checkpoint import load_checkpoint, model_from_checkpoint
-from pipeline.augment import augment_batch
-from pipeline.config import AugmentSettings, InputSettings, TrainConfig
-from pipeline.evaluate import evaluate_run
-from pipeline.inference import predict_logits
-from pipeline.run_data import read_run_data
-from pipeline.synthetic_stacks import make_stack_set
-from pipeline.train import Trainer, TrainError, TrainInterrupted, run_train
+from pipeline.train.augment import augment_batch
+from pipeline.train.data import read_run_data
+from pipeline.train.evaluate import evaluate_run
+from pipeline.train.inference import predict_logits
+from pipeline.train.loop import Trainer, TrainError, TrainInterrupted, run_train
+from pipeline.train.settings import AugmentSettings, TrainConfig
 from stacks.dataset import StackDataset
 from stacks.io import read_stack, write_stack
 from stacks.manifest import read_manifest, write_manifest
+from stacks.settings import InputSettings
 from tests.conftest import REPO
+from tests.fixtures.stacks import make_stack_set
 
 SEED_HISTORY = ["epoch", "time_seconds", "train_acc", "train_loss", "val_acc", "val_loss", "learning_rate"]
 
@@ -307,7 +308,7 @@ def test_train_settings_are_checked(stacks: Path, tmp_path: Path) -> None:
 
 
 def test_precision_choice() -> None:
-    from pipeline.training_parts import use_bf16
+    from pipeline.train.parts import use_bf16
 
     cpu = torch.device("cpu")
     assert not use_bf16("fp32", torch.device("cuda"), "resnet18")
@@ -327,7 +328,7 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(stacks: Path, tmp_pa
 
 
 def test_balance_sampler_draws_classes_evenly_and_weights_invert_frequency() -> None:
-    from pipeline.training_parts import batch_order, class_weights
+    from pipeline.train.parts import batch_order, class_weights
 
     labels = np.array([0] * 90 + [1] * 10)
     drawn = np.concatenate(batch_order(labels, 10, "sampler", torch.Generator().manual_seed(0)))
@@ -341,7 +342,7 @@ def test_balance_sampler_draws_classes_evenly_and_weights_invert_frequency() -> 
 
 
 def test_schedules_and_optimizers(stacks: Path, tmp_path: Path) -> None:
-    from pipeline.training_parts import lr_factor, make_optimizer
+    from pipeline.train.parts import lr_factor, make_optimizer
 
     exp = lr_factor(config(stacks, tmp_path, "x", schedule="exponential", gamma=0.985), steps_per_epoch=10)
     assert exp(0) == exp(9) == 1.0 and exp(10) == pytest.approx(0.985) and exp(25) == pytest.approx(0.985**2)
@@ -358,7 +359,7 @@ def test_schedules_and_optimizers(stacks: Path, tmp_path: Path) -> None:
 
 
 def test_the_fused_optimizer_makes_the_unfused_update(stacks: Path, tmp_path: Path) -> None:
-    from pipeline.training_parts import make_optimizer
+    from pipeline.train.parts import make_optimizer
 
     torch.manual_seed(0)
     models = [torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)) for _ in range(2)]

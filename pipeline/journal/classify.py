@@ -3,7 +3,7 @@
 A request takes a slot before its upload is even read, so a full server answers 503 at once instead
 of buffering clips it cannot get to. Each worker thread runs ``predict_file`` (the one serving path:
 the model's own sampling, cropping and normalisation) and keeps its own MediaPipe graph, as
-``pipeline.faces`` makes one per thread.
+``stacks.faces`` makes one per thread.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline.predict import PredictError, Prediction, predict_file
-from pipeline.serving import ServingModel
+from models.served import ServingModel
+from pipeline.serve.predict import PredictError, Prediction, predict_file
 
 
 class Busy(Exception):

@@ -88,9 +88,9 @@ def serve(settings: JournalSettings, announce: Callable[[Started], None]) -> Non
     """Run until interrupted; ``announce`` is called once the server listens (the CLI prints it)."""
     import uvicorn
 
+    from models.served import ModelLoadError, load_serving_model
     from pipeline.journal.app import create_app
     from pipeline.journal.classify import ClipClassifier
-    from pipeline.serving import ModelLoadError, load_serving_model
 
     token = settings.token
     if token is None and not settings.loopback:

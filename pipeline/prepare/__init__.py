@@ -1,0 +1,1 @@
+"""`cli.py prepare`: a folder of clips or images -> face stacks, manifest and report."""

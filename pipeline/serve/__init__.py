@@ -1,0 +1,1 @@
+"""`cli.py predict`, `live` and `export`: a trained model used on new clips."""

@@ -1,0 +1,199 @@
+"""The serving side of the CLI: `predict`, `live` and `export` (argument parsing and output only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.console import fail
+
+MODEL_HELP = "run folder, .pt checkpoint or .onnx export (default: the model shipped in models/default/)"
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (torch models only)")
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="the emotion of a clip, an image or a folder of them",
+        description=(
+            "Classify a 3-5 s face clip (or a still image, or every clip in a folder) with a trained model. "
+            "The clip is sampled, cropped and normalised exactly as the model's training stacks were (read "
+            "from the model file). A clip longer than the model's sequence is classified window by window; "
+            "the answer is the mean of the windows' probabilities."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("input", type=Path, help="a clip (.mp4 .mov .avi .mkv .webm), an image, or a folder")
+    _add_model_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON (windows included)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="frames between window starts (default: half the model's sequence)")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="shorter clips are refused")
+    p.add_argument("--timeline", type=Path, help="CSV: one row per window (start, end, label, probabilities)")
+    p.add_argument("--plot", type=Path, help="PNG: the probabilities over the clip")
+    p.add_argument("--annotate", type=Path, help="MP4/AVI: the clip with the face box and the current emotion")
+    p.add_argument("--out", type=Path, help="folder input: the CSV to write (default: <folder>/predictions.csv)")
+    p.set_defaults(func=cmd_predict)
+
+
+def _load(args: argparse.Namespace):
+    from models.served import load_serving_model
+    from pipeline.train.parts import resolve_device
+
+    return load_serving_model(args.model, resolve_device(args.device))
+
+
+def _predict_folder(args: argparse.Namespace, model) -> int:
+    from tqdm import tqdm
+
+    from pipeline.serve.outputs import write_folder_csv
+    from pipeline.serve.predict import PredictError, folder_files, predict_file
+
+    files = folder_files(args.input)
+    if not files:
+        return fail(f"{args.input} holds no clips or images")
+    results: list = []
+    for path in tqdm(files, desc="predict", unit="file", disable=args.json):
+        try:
+            results.append(predict_file(path, model, args.stride, args.min_seconds))
+        except PredictError as exc:
+            results.append(str(exc))
+    out = args.out or args.input / "predictions.csv"
+    write_folder_csv(results, files, model.classes, out)
+    done = [r for r in results if not isinstance(r, str)]
+    if args.json:
+        print(json.dumps([r.to_dict() if not isinstance(r, str) else {"source": str(f), "error": r}
+                          for f, r in zip(files, results)], indent=1))
+    else:
+        for path, result in zip(files, results):
+            print(f"{path}: {result.label} ({result.confidence:.1%})" if not isinstance(result, str)
+                  else f"{path}: skipped, {result.split(': ', 1)[-1]}")
+        print(f"{len(done)} of {len(files)} files classified; table in {out}")
+    return 0 if done else 1
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from models.served import ModelLoadError
+    from pipeline.serve.annotate import check_annotate_path
+    from pipeline.serve.predict import PredictError, predict_file
+    from pipeline.train.parts import TrainError
+    from stacks.settings import IMAGE_EXTENSIONS
+
+    try:
+        if args.annotate:
+            check_annotate_path(args.annotate, args.input)
+            if args.input.is_dir() or args.input.suffix.lower() in IMAGE_EXTENSIONS:
+                raise PredictError("--annotate needs a single video as input")
+        model = _load(args)
+        if args.input.is_dir():
+            return _predict_folder(args, model)
+        pred = predict_file(args.input, model, args.stride, args.min_seconds)
+        written = _write_outputs(args, pred)
+    except (ModelLoadError, PredictError, TrainError) as exc:
+        return fail(str(exc))
+    except ValueError as exc:  # a bad --stride
+        return fail(str(exc), 2)
+    except OSError as exc:  # an output that cannot be written
+        return fail(f"cannot write {exc.filename or 'an output file'}: {exc.strerror or exc}")
+    if args.json:
+        print(json.dumps({**pred.to_dict(), "model": str(model.source), "written": written}, indent=1))
+    else:
+        from pipeline.serve.outputs import summary_text
+
+        print(summary_text(pred))
+        for what, path in written.items():
+            print(f"  {what}: {path}")
+    return 0
+
+
+def _write_outputs(args: argparse.Namespace, pred) -> dict[str, str]:
+    from pipeline.serve.annotate import write_annotated
+    from pipeline.serve.outputs import write_timeline, write_timeline_plot
+
+    written = {}
+    if args.timeline:
+        write_timeline(pred, args.timeline)
+        written["timeline"] = str(args.timeline)
+    if args.plot:
+        write_timeline_plot(pred, args.plot)
+        written["plot"] = str(args.plot)
+    if args.annotate:
+        write_annotated(pred, args.annotate)
+        written["annotated"] = str(args.annotate)
+    return written
+
+
+def add_live(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "live", help="rolling prediction over the last sequence from a camera",
+        description=("Classify the last sequence of a camera's frames every --every frames, drawing the face box "
+                     "and the emotion in a window. --source FILE reads a video as if it were a camera; "
+                     "--no-window prints the rolling predictions as lines instead (headless)."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--camera", type=int, default=0, help="camera index for OpenCV")
+    p.add_argument("--source", type=Path, help="a video file read frame by frame instead of a camera")
+    p.add_argument("--every", type=int, default=None, help="frames between predictions (default: 3 intervals)")
+    p.add_argument("--no-window", action="store_true", help="print lines, open no window")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_live)
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from models.served import ModelLoadError
+    from pipeline.serve.live import run_live
+    from pipeline.serve.predict import PredictError
+    from pipeline.train.parts import TrainError
+
+    try:
+        model = _load(args)
+        made = run_live(model, args.camera, args.source, args.every, show=not args.no_window)
+    except (ModelLoadError, PredictError, TrainError) as exc:
+        return fail(str(exc))
+    except ValueError as exc:  # a bad --every
+        return fail(str(exc).replace("--stride", "--every"), 2)
+    return 0 if made else 1
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="write a run's model as ONNX (onnxruntime) or as a compact int8 checkpoint",
+        description=("--onnx: the uint8 stacks -> probabilities graph, with the preprocessing settings stored in "
+                     "the file's metadata, for `predict --model x.onnx`. --compact: a checkpoint whose weights "
+                     "are int8 with per-channel scales (4x smaller; how the default model ships)."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run", type=Path, help="run folder (its best.pt) or checkpoint")
+    p.add_argument("--onnx", type=Path, help="ONNX file to write")
+    p.add_argument("--compact", type=Path, help="compact checkpoint (.pt) to write")
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="serve with mirror averaging: each face's probabilities averaged with its mirror image's "
+                        "(more accurate, 2x the model time); default: as the checkpoint says (off for a run)")
+    p.add_argument("--int8", type=Path, metavar="FACES_DIR",
+                   help="with --onnx: int8 weights and activations, calibrated on the face images in FACES_DIR "
+                        "(training faces, e.g. ../shared/data/fer2013/train); ~4x faster on a CPU")
+    p.add_argument("--serve-interval", type=float, metavar="SECONDS",
+                   help="with --onnx, frame models: sample a face every SECONDS when serving (default: the "
+                        "interval of the training stacks, 1/6 s)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.serve.export import ExportError, export_compact, export_onnx
+
+    if not args.onnx and not args.compact:
+        return fail("nothing to write: pass --onnx FILE and/or --compact FILE", 2)
+    if (args.int8 or args.serve_interval) and not args.onnx:
+        return fail("--int8 and --serve-interval are for the ONNX export: pass --onnx FILE with them", 2)
+    try:
+        if args.onnx:
+            export_onnx(args.run, args.onnx, args.mirror, args.int8, args.serve_interval)
+            print(f"wrote {args.onnx} ({args.onnx.stat().st_size / 1e6:.1f} MB)")
+        if args.compact:
+            export_compact(args.run, args.compact, args.mirror)
+            print(f"wrote {args.compact} ({args.compact.stat().st_size / 1e6:.1f} MB)")
+    except ExportError as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(f"cannot write {exc.filename or 'the export'}: {exc.strerror or exc}")
+    return 0

@@ -1,0 +1,106 @@
+"""`cli.py export`: a run's best checkpoint as an ONNX model (with its preprocessing settings inside)
+or as a compact int8 checkpoint (how the default model ships)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from models.compact import compact_state
+from models.served import ONNX_METADATA_KEY, ProbabilityModel, serving_metadata
+from models.weights import WeightsError
+from stacks.atomic import atomic_write
+from stacks.settings import InputSettings
+
+OPSET = 17
+
+
+class ExportError(Exception):
+    """The run cannot be exported; the message says why."""
+
+
+def _load(run: Path, mirror: bool | None = None) -> tuple[dict, torch.nn.Module]:
+    """The checkpoint and its network; a damaged one is an ExportError, not a traceback.
+
+    ``mirror``: serve with mirror averaging (``InputSettings.mirror``) or not; None keeps the checkpoint's.
+    """
+    try:
+        data = load_checkpoint(run)
+        if mirror is not None:
+            data["input"] = {**data["input"], "mirror": mirror}
+        return data, model_from_checkpoint(data)
+    except (CheckpointError, WeightsError) as exc:
+        raise ExportError(str(exc)) from exc
+    except (KeyError, RuntimeError) as exc:
+        raise ExportError(f"{run} is a damaged checkpoint ({type(exc).__name__}: {str(exc)[:150]})") from exc
+
+
+def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | None = None,
+                serve_interval: float | None = None) -> dict:
+    """Write the uint8-stacks -> probabilities graph; returns the settings stored beside it.
+
+    ``int8``: a folder of face images to calibrate an int8 model on (``quantize``): ~4x faster on a CPU.
+    ``serve_interval``: a frame model samples a face every this many seconds when served (it has no
+    channels tied to the interval, so that is a serving choice: fewer faces, less time).
+    """
+    import onnx
+
+    data, net = _load(run, mirror)
+    meta = {**serving_metadata(data), "int8": int8 is not None}
+    if serve_interval is not None:
+        if meta["kind"] != "frame":
+            raise ExportError("--serve-interval is for frame models: a stack model's interval is its channels' spacing")
+        if not 1 / 30 <= serve_interval <= meta["timing"]["sequence_seconds"]:
+            raise ExportError(f"--serve-interval must be between 1/30 s and the sequence, "
+                              f"{meta['timing']['sequence_seconds']:g} s (got {serve_interval:g})")
+        meta["timing"] = {**meta["timing"], "interval_seconds": round(serve_interval, 6)}
+    inputs = InputSettings(**data["input"])
+    model = ProbabilityModel(net, inputs).eval()
+    channels, size = int(data["model"]["in_chans"]), inputs.image_size
+    example = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, channels, size, size), dtype=np.uint8))
+
+    def write(tmp: Path) -> None:
+        # The TorchScript exporter (deprecated, still shipped): the torch.export one needs onnxscript, whose
+        # onnx needs protobuf>=6, which mediapipe 0.10.21 cannot live with.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (example,), str(tmp), input_names=["stacks"], output_names=["probabilities"],
+                              dynamic_axes={"stacks": {0: "batch"}, "probabilities": {0: "batch"}},
+                              opset_version=OPSET, dynamo=False)
+        graph = onnx.load(str(tmp))
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(meta)
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(tmp))
+
+    if int8 is None:
+        atomic_write(Path(out), write)
+        return meta
+    from models.onnx_int8 import QuantizeError, calibration_faces, quantize_onnx
+
+    try:
+        faces = calibration_faces(int8, size)
+    except QuantizeError as exc:
+        raise ExportError(str(exc)) from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp) / "float.onnx")
+        quantize_onnx(Path(tmp) / "float.onnx", Path(out), faces)
+    return meta
+
+
+def export_compact(run: Path, out: Path, mirror: bool | None = None) -> dict:
+    """Everything a served model needs, weights as int8 (``models.compact``), no optimizer state."""
+    data, _ = _load(run, mirror)
+    keep = ("model", "kind", "input", "stack", "timing", "epoch", "metrics", "train")
+    payload = {k: data[k] for k in keep if k in data}
+    meta = serving_metadata(data)
+    payload["kind"], payload["framing"] = meta["kind"], meta["framing"]
+    payload["state_dict"] = compact_state(data["state_dict"])
+    save_checkpoint(Path(out), payload)
+    return payload

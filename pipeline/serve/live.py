@@ -1,0 +1,113 @@
+"""`cli.py live`: a rolling prediction over the last sequence of a camera (or of a file read like one).
+
+Frames are read as they come; the one shown every interval (the model's, a time: ``timegrid``) is
+searched for a face and joins the rolling window, and every ``--every`` frames (at 30 fps) the last
+full window is classified through the same ``stack_window`` / ``classify_stacks`` as `predict`. A file
+is read through the one decoder (``video.VideoReader``: upright, timed); a camera's frames are timed
+by the clock as they arrive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.served import ServingModel
+from pipeline.serve.annotate import draw_label
+from pipeline.serve.predict import PredictError, classify_stacks, stack_window
+from stacks.faces import quiet_thread_finder
+from stacks.maker import find_faces
+from stacks.settings import REFERENCE_FPS
+from stacks.timegrid import interval_grid, shown_at
+from stacks.video import VideoError, VideoReader
+from stacks.windows import RollingWindows, SampledFrame, WindowPlan
+
+
+def _camera_frames(camera: int) -> Iterator[tuple[np.ndarray, float]]:
+    """(BGR, seconds since the first frame) as the camera delivers them."""
+    cap = cv2.VideoCapture(camera)
+    if not cap.isOpened():
+        raise PredictError(f"camera {camera} cannot be opened (no camera, or in use); try --source FILE")
+    start = None
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                return
+            now = time.monotonic()
+            start = now if start is None else start
+            yield frame, now - start
+    finally:
+        cap.release()
+
+
+def _file_frames(path: Path) -> Iterator[tuple[np.ndarray, float]]:
+    """(upright BGR, presentation time) of every frame of a file."""
+    try:
+        reader = VideoReader(path)
+    except VideoError as exc:
+        raise PredictError(f"{path}: {exc}") from exc
+    with reader:
+        try:
+            for item in reader.decoded():
+                yield item.bgr(), item.time
+        except VideoError as exc:
+            raise PredictError(f"{path}: {exc}") from exc
+
+
+def run_live(model: ServingModel, camera: int = 0, source: Path | None = None, every: int | None = None,
+             show: bool = True, emit: Callable[[str], None] = print) -> int:
+    """Returns the number of predictions made. ``show``: an OpenCV window (q or Esc quits)."""
+    plan = WindowPlan.for_stack(model.stack, every if every is not None else model.stack.interval * 3)
+    started = time.perf_counter()
+    frames = _file_frames(source) if source is not None else _camera_frames(camera)
+    with contextlib.closing(frames) as stream:  # releases the camera or file however the loop ends
+        try:
+            made = _loop(model, stream, plan, show, emit)
+        finally:
+            if show:
+                cv2.destroyAllWindows()
+    if made == 0:
+        emit(f"no prediction: no face, or the stream ended before one full window "
+             f"({plan.sequence_length / REFERENCE_FPS:.1f} s) after {time.perf_counter() - started:.1f} s")
+    return made
+
+
+def _loop(model: ServingModel, stream: Iterator[tuple[np.ndarray, float]], plan: WindowPlan, show: bool,
+          emit: Callable[[str], None]) -> int:
+    rolling = RollingWindows(plan)
+    moments = interval_grid(plan.interval, REFERENCE_FPS)
+    finder = quiet_thread_finder(model.stack.detector)
+    made, box, text = 0, None, "waiting for a full window"
+    # Each frame comes out once the next has arrived: then it is known whether it was shown at a moment.
+    timed = shown_at(enumerate(stream), lambda item: item[1][1], moments, lambda: 1.0 / REFERENCE_FPS)
+    for (index, (bgr, now)), moment, _ in timed:
+        if moment is not None:
+            window = rolling.push(SampledFrame(index, bgr, find_faces(finder, bgr), moment))
+            if window is not None:
+                stacked = stack_window(window, model)
+                if stacked is None:
+                    text, box = "no face", None
+                    emit(f"t={now:7.2f}s  no face in the last {plan.sequence_length / REFERENCE_FPS:.1f} s")
+                else:
+                    probs = classify_stacks(model, [stacked])[0]
+                    label = model.classes[int(probs.argmax())]
+                    last = len(stacked.indices) - 1
+                    text, box = f"{label} {probs.max():.0%}", stacked.boxes[last] if stacked.found[last] else None
+                    scores = " ".join(f"{c}={p:.2f}" for c, p in zip(model.classes, probs))
+                    emit(f"t={now:7.2f}s  {label:<9} {probs.max():.2f}  {scores}")
+                    made += 1
+        if show:
+            draw_label(bgr, box, text)
+            try:
+                cv2.imshow("clip-emotion live (q quits)", bgr)
+            except cv2.error as exc:
+                raise PredictError("no display to open a window on: add --no-window") from exc
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                break
+    return made

@@ -1,0 +1,77 @@
+"""What `cli.py predict` writes: the printed answer, the timeline CSV and plot, the folder CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from pipeline.plots import plot_timeline
+from pipeline.serve.predict import Prediction
+from stacks.atomic import atomic_write, atomic_write_text
+
+
+def summary_text(pred: Prediction) -> str:
+    """The emotion, every class's probability (largest first) and the share of frames with a face."""
+    lines = [f"{pred.source}: {pred.label} ({pred.confidence:.1%})"]
+    for name, p in sorted(zip(pred.classes, pred.probs), key=lambda item: -item[1]):
+        lines.append(f"  {name:<10} {p:6.1%}  {'#' * int(round(p * 30))}")
+    if pred.kind == "video":
+        lines.append(f"  face found in {pred.face_ratio:.0%} of the sampled frames; {pred.duration:.2f} s, "
+                     f"{len(pred.windows)} window(s)")
+        if pred.no_face:
+            spans = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in merged_spans(pred.no_face))
+            lines.append(f"  no face: {spans} (not in the answer)")
+    return "\n".join(lines)
+
+
+def _csv_text(header: list[str], rows: list[list]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def merged_spans(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping (start, end) spans joined: the stretches of a clip they cover."""
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def write_timeline(pred: Prediction, path: Path) -> None:
+    """One row per window, in time order: start, end (s), label, then one probability column per class.
+
+    A window without a face is a row too, labelled "no face", with no probabilities."""
+    rows = [(w.start_s, [f"{w.start_s:.3f}", f"{w.end_s:.3f}", pred.classes[int(w.probs.argmax())],
+                         f"{w.face_ratio:.3f}", *(f"{p:.6f}" for p in w.probs)]) for w in pred.windows]
+    rows += [(a, [f"{a:.3f}", f"{b:.3f}", "no face", f"{0:.3f}", *([""] * len(pred.classes))]) for a, b in pred.no_face]
+    rows = [row for _, row in sorted(rows, key=lambda item: item[0])]
+    atomic_write_text(Path(path), _csv_text(["start_s", "end_s", "label", "face_ratio", *pred.classes], rows))
+
+
+def write_timeline_plot(pred: Prediction, path: Path) -> None:
+    times = [(w.start_s + w.end_s) / 2 for w in pred.windows]
+    probs = [w.probs for w in pred.windows]
+    title = f"{Path(pred.source).name}: {pred.label} ({pred.confidence:.0%})"
+    atomic_write(Path(path), lambda tmp: plot_timeline(times, probs, list(pred.classes), tmp, title,
+                                                           pred.duration))
+
+
+def write_folder_csv(results: list[Prediction | str], sources: list[Path], classes: tuple[str, ...],
+                     path: Path) -> None:
+    """One row per file; a file that could not be classified keeps its row, with the reason."""
+    rows = []
+    for source, result in zip(sources, results):
+        if isinstance(result, str):
+            rows.append([str(source), "", "", "", result, *([""] * len(classes))])
+        else:
+            rows.append([str(source), result.label, f"{result.confidence:.6f}", f"{result.face_ratio:.3f}", "",
+                         *(f"{p:.6f}" for p in result.probs)])
+    header = ["file", "label", "confidence", "face_ratio", "error", *classes]
+    atomic_write_text(Path(path), _csv_text(header, rows))
