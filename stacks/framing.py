@@ -10,10 +10,14 @@ records the median margin of its training crops, and serving crops with it.
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 
 from stacks.manifest import ManifestRow
+
+log = logging.getLogger(__name__)
 
 
 def median_margin(margins: Sequence[float | None]) -> float | None:
@@ -29,19 +33,27 @@ def training_margin(rows: Sequence[ManifestRow]) -> float | None:
 
 def checkpoint_framing(data: dict) -> dict:
     """A checkpoint's framing; for one saved before training recorded it, measured now from the manifest
-    of the stack folder it was trained on, when that is still here (else empty: serve at ``--margin``)."""
+    of the stack folder it was trained on, when that is still here (else empty: serve at ``--margin``).
+
+    A manifest that is there but cannot be read is said out loud: serving at ``--margin`` instead of the
+    real training margin costs accuracy without any other sign."""
     if data.get("framing"):
         return data["framing"]
-    from stacks.manifest import read_manifest
+    from stacks.manifest import MANIFEST_NAME, read_manifest
     from stacks.settings import StackSettings
 
     folder = (data.get("train") or {}).get("data")
+    if not folder or not (Path(folder) / MANIFEST_NAME).is_file():
+        return {}
     try:
         fingerprint = StackSettings.from_dict(data["stack"]).fingerprint()
         # Only stacks made with the checkpoint's own settings: the folder may have been prepared again since.
-        rows = [r for r in read_manifest(folder, split="train") if r.fingerprint == fingerprint] if folder else []
-    except (OSError, ValueError, KeyError):
-        rows = []
+        rows = [r for r in read_manifest(folder, split="train") if r.fingerprint == fingerprint]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("this model records no crop margin and its training manifest %s cannot be read (%s): "
+                    "faces are cropped at --margin instead; export the model again from a checkpoint that "
+                    "has it, or repair the manifest", Path(folder) / MANIFEST_NAME, exc)
+        return {}
     margin = training_margin(rows)
     return {"margin": margin} if margin is not None else {}
 

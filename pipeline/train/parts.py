@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,8 +47,19 @@ def use_bf16(precision: str, device: torch.device, backbone: str) -> bool:
     if device.type == "cpu":
         from models.registry import get_backbone
 
-        return get_backbone(backbone).cpu_bf16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return get_backbone(backbone).cpu_bf16 and cpu_has_native_bf16()
     return False
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX): without them oneDNN emulates bf16, slower
+    than fp32. Read from the kernel's CPU flags; torch has no public query, and elsewhere we stay on fp32."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
