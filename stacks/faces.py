@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,19 +353,31 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def start_warm_up(detector: Detector, workers: int, submit) -> list[Future]:  # submit: ThreadPoolExecutor.submit
+def start_warm_up(detector: Detector, workers: int, submit: Callable[..., Future],
+                  build_one: Callable[[], object] | None = None) -> list[Future]:
     """Start building one ``BackgroundFinder`` (and its graph) on each of ``workers`` pool threads, so
     that no clip waits for one, and return the futures to wait on.
 
-    Call it under ``native_stderr_silenced`` and stay there until the futures are done: MediaPipe logs
-    as it builds. A barrier holds every task until all have started, so each lands on a different
-    thread; the pool must be fresh (no idle threads yet), so that every task starts a thread of its own.
+    A barrier holds every task until all have started, so each lands on a different thread; the pool
+    must be fresh (no idle threads yet), so that every task starts a thread of its own. A build that
+    fails breaks the barrier at once (the others would otherwise wait out its timeout), and only its own
+    future raises. ``build_one``: what each task builds (this thread's finder; tests pass another).
     """
     barrier = threading.Barrier(workers)
     blank = np.zeros((64, 64, 3), np.uint8)
 
     def build() -> None:
-        thread_background_finder(detector).find(blank)
-        barrier.wait(timeout=120)
+        try:
+            if build_one is None:
+                thread_background_finder(detector).find(blank)
+            else:
+                build_one()
+        except BaseException:
+            barrier.abort()
+            raise
+        try:
+            barrier.wait(timeout=120)
+        except threading.BrokenBarrierError:
+            pass  # another task failed: its future says why
 
     return [submit(build) for _ in range(workers)]
