@@ -22,7 +22,7 @@ from pipeline.train.loop import Trainer, TrainError, TrainInterrupted, run_train
 from pipeline.train.settings import AugmentSettings, TrainConfig
 from stacks.dataset import StackDataset
 from stacks.io import read_stack, write_stack
-from stacks.manifest import read_manifest, write_manifest
+from stacks.manifest import ManifestRow, read_manifest, write_manifest
 from stacks.settings import InputSettings
 from tests.conftest import REPO
 from tests.fixtures.stacks import make_stack_set
@@ -308,13 +308,14 @@ def test_train_settings_are_checked(stacks: Path, tmp_path: Path) -> None:
 
 
 def test_precision_choice() -> None:
-    from pipeline.train.parts import use_bf16
+    from pipeline.train.parts import cpu_has_native_bf16, use_bf16
 
     cpu = torch.device("cpu")
     assert not use_bf16("fp32", torch.device("cuda"), "resnet18")
     assert use_bf16("bf16", cpu, "mobilenetv3_small")
     assert not use_bf16("auto", cpu, "mobilenetv3_large")  # depthwise convolutions are slower in bf16 on CPU
-    assert use_bf16("auto", cpu, "resnet18") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    # resnet18 follows the CPU's bf16 flags (read from /proc/cpuinfo: tests/test_cpu_bf16.py checks the reading)
+    assert use_bf16("auto", cpu, "resnet18") is cpu_has_native_bf16()
     assert use_bf16("auto", torch.device("cuda"), "mobilenetv3_large")
 
 
@@ -335,10 +336,60 @@ def test_balance_sampler_draws_classes_evenly_and_weights_invert_frequency() -> 
     assert len(drawn) == 100 and 0.35 < (labels[drawn] == 1).mean() < 0.65
     shuffled = np.concatenate(batch_order(labels, 10, "none", torch.Generator().manual_seed(0)))
     assert sorted(shuffled) == list(range(100))
-    weights = class_weights(np.bincount(labels))
-    assert weights[1] / weights[0] == pytest.approx(9.0) and (weights * torch.tensor([90, 10])).sum() == 100
-    root = class_weights(np.bincount(labels), 0.5)
-    assert root[1] / root[0] == pytest.approx(3.0) and (root * torch.tensor([90, 10])).sum() == pytest.approx(100)
+    # Worked by hand for 90 + 10 faces. Inverse frequency: 50/90 and 50/10, already averaging 1 per face.
+    assert class_weights(np.array([90, 10])).tolist() == pytest.approx([5 / 9, 5.0])
+    # Its square root, sqrt(5/9) : sqrt(5) = 1 : 3, rescaled so that 90 a + 10 * 3a = 100: a = 5/6.
+    assert class_weights(np.array([90, 10]), 0.5).tolist() == pytest.approx([5 / 6, 5 / 2])
+    assert class_weights(np.array([7, 7, 7])).tolist() == pytest.approx([1.0, 1.0, 1.0])  # balanced: no change
+    assert class_weights(np.array([40, 0])).tolist() == pytest.approx([41 / 80, 41 / 2])  # an absent class counts 1
+
+
+def _lookalike_stacks(out: Path, train: dict[str, int], val: int) -> Path:
+    """Every stack the same picture, whatever its label: all the network can learn is the classes' prior."""
+    from tests.fixtures.stacks import grating_stack
+
+    picture = grating_stack(0, 2, 4, 32, np.random.default_rng(0))
+    rows = []
+    for split, counts in (("train", train), ("val", dict.fromkeys(train, val))):
+        for label, n in counts.items():
+            for i in range(n):
+                rel = f"{split}/{label}/{i:04d}_000.tiff"
+                write_stack(out / rel, picture, {"label": label, "split": split})
+                rows.append(ManifestRow(stack=rel, label=label, split=split, source=f"{label}/{i}.mp4",
+                                        video_id=f"{label}{i}", chunk=0, channels=4, frames=90, face_ratio=1.0,
+                                        fingerprint="same"))
+    write_manifest(out, rows)
+    return out
+
+
+def _best_single_answer(labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The class probabilities that, given for every stack, minimise the training loss (``Trainer.fit``'s)."""
+    import torch.nn.functional as F
+
+    logits = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.LBFGS([logits], max_iter=100)
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = F.cross_entropy(logits.expand(len(labels), 2), labels, weight=weights)
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return torch.softmax(logits.detach(), 0)
+
+
+def test_a_weighted_loss_moves_predictions_towards_the_rare_class(tmp_path: Path) -> None:
+    """36 common to 6 rare stacks that look alike: the best a network can do is one answer for all, and the
+    loss the Trainer trains with decides which. Unweighted it is the prior, 1/7 rare; weighted by inverse
+    frequency the classes weigh the same, 1/2; by its square root 6 sqrt(6) / (36 + 6 sqrt(6)) = 0.29."""
+    data = _lookalike_stacks(tmp_path / "same", {"common": 36, "rare": 6}, val=2)
+    expected = {"none": 1 / 7, "sqrt": 6 * 6**0.5 / (36 + 6 * 6**0.5), "weights": 0.5}
+    for balance, share in expected.items():
+        trainer = Trainer(config(data, tmp_path / "runs", balance, balance=balance), log=quiet)
+        answer = _best_single_answer(torch.from_numpy(trainer.train_set.labels).long(), trainer.loss_weights)
+        rare = float(answer[trainer.data.classes.index("rare")])
+        assert rare == pytest.approx(share, abs=1e-3), (balance, rare)
 
 
 def test_schedules_and_optimizers(stacks: Path, tmp_path: Path) -> None:
