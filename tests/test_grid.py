@@ -157,6 +157,25 @@ def test_a_grid_file_that_cannot_be_read_is_one_line(tmp_path: Path, capsys) -> 
         read_grid_file(folder)
 
 
+def test_a_corrupt_cell_record_is_reported_with_its_path_not_read_as_pending(tmp_path: Path, capsys) -> None:
+    (tmp_path / "clips").mkdir()
+    args = ["--source", tmp_path / "clips", "--grids-dir", tmp_path / "grids", "--intervals", "5",
+            "--backbones", "resnet18"]
+    cell = plan_grid(spec_from_sources(None, _flags(grid_args(*args)))).cells[0]
+    cell.run_dir.mkdir(parents=True)
+    record = cell.run_dir / CELL_FILE
+    record.write_text('{"status": "do')  # cut short
+    with pytest.raises(GridError, match="corrupt cell record"):
+        cell_mode(cell, force=False)
+    assert grid_cli(*args, "--dry-run") == 2
+    err = capsys.readouterr().err
+    assert str(record) in err and "corrupt cell record" in err and "--force" in err
+    assert cell_mode(cell, force=True) == "force"  # --force trains it again without reading it
+    record.write_text("[1, 2]")
+    with pytest.raises(GridError, match="not a JSON object"):
+        read_cell_record(cell.run_dir)
+
+
 def test_the_tables_bold_exactly_the_best_of_each_row(tmp_path: Path) -> None:
     spec = spec_from_sources(None, {"interval": "5,10", "backbone": "resnet18,mobilenetv3_small,efficientnetv2_s",
                                     "source": tmp_path})

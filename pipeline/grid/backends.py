@@ -94,7 +94,10 @@ def _record_failure(task: CellTask, outcome: CellOutcome) -> None:
     """A cell whose worker died before it could write its own record gets one from here (a finished
     cell's record is never replaced; what the worker recorded, e.g. its stacks, is kept)."""
     run_dir = task.config.run_dir
-    record = read_cell_record(run_dir)
+    try:
+        record = read_cell_record(run_dir)
+    except GridError:  # the worker died while the record was unreadable: this outcome replaces it
+        record = {}
     if record.get("status") in (outcome.status, "done"):
         return
     try:

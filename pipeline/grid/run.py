@@ -511,11 +511,21 @@ class CellOutcome:
 
 
 def read_cell_record(run_dir: Path) -> dict:
+    """The cell's record ({} for a cell not started yet); one that cannot be read is a GridError, never "pending"
+    (that would train a finished cell again, or report a failed one as waiting)."""
     path = Path(run_dir) / CELL_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not valid JSON"
+        raise GridError(f"{path}: corrupt cell record ({reason}); delete it to train the cell again, or rerun with "
+                        "--force") from None
+    if not isinstance(record, dict):
+        raise GridError(f"{path}: corrupt cell record (not a JSON object); delete it to train the cell again, or "
+                        "rerun with --force")
+    return record
 
 
 def write_cell_record(run_dir: Path, record: dict) -> None:
