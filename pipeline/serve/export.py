@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from models.checkpoint import save_checkpoint
 from models.compact import compact_state
 from models.served import ONNX_METADATA_KEY, ProbabilityModel, serving_metadata
-from models.weights import WeightsError
+from pipeline.checkpoints import read_checkpoint, rebuild_model
 from stacks.atomic import atomic_write
 from stacks.settings import InputSettings
 
@@ -30,15 +30,12 @@ def _load(run: Path, mirror: bool | None = None) -> tuple[dict, torch.nn.Module]
 
     ``mirror``: serve with mirror averaging (``InputSettings.mirror``) or not; None keeps the checkpoint's.
     """
-    try:
-        data = load_checkpoint(run)
-        if mirror is not None:
-            data["input"] = {**data["input"], "mirror": mirror}
-        return data, model_from_checkpoint(data)
-    except (CheckpointError, WeightsError) as exc:
-        raise ExportError(str(exc)) from exc
-    except (KeyError, RuntimeError) as exc:
-        raise ExportError(f"{run} is a damaged checkpoint ({type(exc).__name__}: {str(exc)[:150]})") from exc
+    data = read_checkpoint(run, ExportError)
+    if mirror is not None:
+        if not isinstance(data.get("input"), dict):
+            raise ExportError(f"{run} is a damaged checkpoint (no input settings)")
+        data["input"] = {**data["input"], "mirror": mirror}
+    return data, rebuild_model(data, ExportError)
 
 
 def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | None = None,

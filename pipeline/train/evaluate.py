@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from models.weights import WeightsError
+from pipeline.checkpoints import read_checkpoint, rebuild_model
 from pipeline.plots import plot_confusion
 from pipeline.train.data import DataError, load_split, read_run_data
 from pipeline.train.inference import predict_logits
@@ -53,15 +52,8 @@ def evaluate_run(run: Path, split: str = "val", data: Path | None = None, device
 
     They are written into ``out``, else the run folder (the checkpoint's folder for a file)."""
     run = Path(run)
-    try:
-        checkpoint = load_checkpoint(run)
-    except (CheckpointError, WeightsError) as exc:
-        raise TrainError(str(exc)) from exc
-    try:
-        model = model_from_checkpoint(checkpoint)
-    except (RuntimeError, ValueError, KeyError) as exc:  # e.g. another timm version, an unregistered backbone
-        raise TrainError(f"{checkpoint['path']} cannot be rebuilt with this code ({type(exc).__name__}: "
-                         f"{str(exc)[:200]}); it was saved with {checkpoint.get('versions')}") from exc
+    checkpoint = read_checkpoint(run, TrainError)
+    model = rebuild_model(checkpoint, TrainError)  # e.g. another timm version, an unregistered backbone
     run_dir = Path(out) if out is not None else run if run.is_dir() else run.parent
     folder = Path(data or checkpoint["train"]["data"])
     classes = list(checkpoint["model"]["classes"])

@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models.checkpoint import CheckpointError, init_from_checkpoint, load_checkpoint, save_checkpoint
+from models.checkpoint import init_from_checkpoint, load_checkpoint, save_checkpoint
 from models.head import HeadSettings
 from models.network import EmotionNet, ModelSettings
-from models.weights import WeightsError, hub_state, load_backbone_state, read_weights_file
+from models.weights import hub_state, load_backbone_state, read_weights_file
+from pipeline.checkpoints import checkpoint_errors, read_checkpoint
 from pipeline.plots import plot_curves
 from pipeline.train.augment import augment_batch, normalise, to_unit
 from pipeline.train.data import RunData, load_split, read_run_data
@@ -82,7 +83,7 @@ def _better(monitor: str, value: float, best: float | None) -> bool:
 def _start_weights(model: EmotionNet, config: TrainConfig) -> tuple[str, InputSettings]:
     """Load the starting weights; returns a note for the log and the input normalisation they expect."""
     inputs = config.input
-    try:
+    with checkpoint_errors(TrainError):
         if config.init is not None:
             note, theirs = init_from_checkpoint(model, config.init)
             return note, replace(inputs, mean=theirs["mean"], std=theirs["std"])
@@ -96,8 +97,6 @@ def _start_weights(model: EmotionNet, config: TrainConfig) -> tuple[str, InputSe
             inputs = replace(inputs, mean=round(float(np.mean(cfg["mean"])), 4),
                              std=round(float(np.mean(cfg["std"])), 4))
             return f"backbone from {origin} ({n} tensors; first conv adapted)", inputs
-    except (WeightsError, CheckpointError) as exc:
-        raise TrainError(str(exc)) from exc
     return "random initialisation", inputs
 
 
@@ -195,10 +194,7 @@ class Trainer:
     def _resume_checkpoint(self) -> dict | None:
         if not self.config.resume:
             return None
-        try:
-            data = load_checkpoint(self.run_dir / "last.pt")
-        except CheckpointError as exc:
-            raise TrainError(str(exc)) from exc
+        data = read_checkpoint(self.run_dir / "last.pt", TrainError)
         if not {"optimizer", "scheduler", "loop", "train", "input"} <= set(data):
             raise TrainError(f"--resume: {self.run_dir / 'last.pt'} lacks the training state (not a last.pt?)")
         saved = ModelSettings.from_dict(data["model"])
@@ -332,10 +328,7 @@ class Trainer:
                      lambda tmp: plot_curves(state.history, tmp, f"{self.run_dir.name}: {config.backbone}"))
         if self.tensorboard is not None:
             self.tensorboard.close()
-        try:
-            best = load_checkpoint(self.run_dir / "best.pt")
-        except (CheckpointError, WeightsError) as exc:
-            raise TrainError(str(exc)) from exc
+        best = read_checkpoint(self.run_dir / "best.pt", TrainError)
         self.model.load_state_dict(best["state_dict"])
         metrics = write_evaluation(self.model, self.val_set, best, "val", self.run_dir, self.device)
         return TrainResult(self.run_dir, metrics, state)
