@@ -83,21 +83,12 @@ def load_queries(path: Path | None) -> dict[str, list[str]]:
     """
     if path is None:
         return {k: list(v) for k, v in DEFAULT_QUERIES.items()}
+    from pipeline.config_files import ConfigFileError, read_table
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScrapeError(f"cannot read --queries {path}: {exc.strerror or exc}") from None
-    try:
-        if Path(path).suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                raise ScrapeError("TOML query files need Python 3.11+; write the file as JSON") from None
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except (ValueError, TypeError) as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
-        raise ScrapeError(f"--queries {path} is not valid {Path(path).suffix.lstrip('.') or 'JSON'}: {exc}") from None
+        data = read_table(Path(path), "--queries", json_ok=True)
+    except ConfigFileError as exc:
+        raise ScrapeError(str(exc)) from None
     if isinstance(data, dict) and isinstance(data.get("queries"), dict):
         data = data["queries"]
     if not isinstance(data, dict) or not data:

@@ -29,12 +29,11 @@ class JournalError(Exception):
 
 
 def project_version() -> str:
-    try:
-        import tomllib  # Python 3.11+
+    from pipeline.config_files import ConfigFileError, read_table
 
-        with open(REPO / "pyproject.toml", "rb") as fh:
-            return str(tomllib.load(fh)["project"]["version"])
-    except (ImportError, OSError, KeyError, ValueError):
+    try:
+        return str(read_table(REPO / "pyproject.toml")["project"]["version"])
+    except (ConfigFileError, KeyError, TypeError):
         return "unknown"
 
 
