@@ -29,6 +29,7 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pipeline.commands import Subcommands, add_command, parse_command_line  # noqa: E402
 from pipeline.console import fail as _fail  # noqa: E402
 from pipeline.grid.cli import add_grid  # noqa: E402
 from pipeline.journal.cli import add_journal  # noqa: E402
@@ -40,9 +41,9 @@ from scrapers.scrape_command import add_scrape  # noqa: E402
 from stacks.settings import StackSettings  # noqa: E402
 
 
-def add_make_clips(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "make-clips",
+def add_make_clips(sub: Subcommands) -> None:
+    p = add_command(
+        sub, "make-clips", func=cmd_make_clips,
         help="make labelled face clips from photos (demo and test data; no video can be downloaded here)",
         description=(
             "Write clips of a real face photo moving across a larger frame (pan, zoom, tilt, "
@@ -50,7 +51,6 @@ def add_make_clips(sub: argparse._SubParsersAction) -> None:
             "<Label>_<id>.mp4; without it, clips of scikit-image's public-domain astronaut photo. "
             "Adds a faceless clip, a too-short clip and a corrupt file with --with-bad-files."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("data/demo/clips"), help="folder to write the clips to")
     p.add_argument("--photos", type=Path, default=None, help="folder of <label>/ photo folders")
@@ -60,7 +60,6 @@ def add_make_clips(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=640, help="frame width")
     p.add_argument("--height", type=int, default=480, help="frame height")
     p.add_argument("--with-bad-files", action="store_true", help="also write a faceless, a short and a corrupt file")
-    p.set_defaults(func=cmd_make_clips)
 
 
 def cmd_make_clips(args: argparse.Namespace) -> int:
@@ -75,13 +74,11 @@ def cmd_make_clips(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the backbones with their parameter counts",
-                       description="The backbones `train --backbone` accepts, with parameters for a given input.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_models(sub: Subcommands) -> None:
+    p = add_command(sub, "models", func=cmd_models, help="list the backbones with their parameter counts",
+                    description="The backbones `train --backbone` accepts, with parameters for a given input.")
     p.add_argument("--channels", type=int, default=StackSettings().channels, help="input channels")
     p.add_argument("--classes", type=int, default=5, help="output classes")
-    p.set_defaults(func=cmd_models)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -96,7 +93,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, Subcommands]:
     parser = argparse.ArgumentParser(
         prog="cli.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -113,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fetch(sub)
     add_scrape(sub)
     add_journal(sub)
-    return parser
+    return parser, sub
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -124,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C and a scheduler's SIGTERM both stop cleanly, even when the parent shell ignored SIGINT.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(*build_parser(), argv)
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not in the interpreter's last flush

@@ -7,6 +7,7 @@ import re
 import textwrap
 from pathlib import Path
 
+from pipeline.commands import Subcommands, add_command
 from pipeline.console import fail
 from scrapers.archive import DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO, human_bytes
 
@@ -22,9 +23,10 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
-def add_fetch(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "fetch", help="download the zipped clip dataset (Google Drive id or https URL) and unpack it safely",
+def add_fetch(sub: Subcommands) -> None:
+    p = add_command(
+        sub, "fetch", func=cmd_fetch, width=30, show_defaults=False,
+        help="download the zipped clip dataset (Google Drive id or https URL) and unpack it safely",
         description=textwrap.fill(
             "Download a zip archive into --out and extract it to <out>/<archive name>/. The source is --id "
             "or --url, else DATASET_DOWNLOAD_ID from the environment or from .env (a Drive file id or an "
@@ -40,7 +42,6 @@ def add_fetch(sub: argparse._SubParsersAction) -> None:
             "  python cli.py fetch --id 1AbC...xyz --sha256 <64 hex digits>\n"
             "  python cli.py fetch --url https://example.org/clips.zip --max-size 50G\n"
             "then: python cli.py prepare --source data/raw/<archive name>"),
-        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=30),
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--id", dest="file_id", default=None, metavar="ID",
@@ -67,7 +68,6 @@ def add_fetch(sub: argparse._SubParsersAction) -> None:
                    help="download again and replace the extracted folder, even after a complete run (only a "
                    "folder this command extracted for the same source; never --out or a folder holding it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_fetch)
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from pipeline.commands import Subcommands, add_command
 from pipeline.console import fail
 
 EPILOG = """\
@@ -32,18 +33,17 @@ def _providers_help() -> str:
     return f"comma-separated, of: {', '.join(PROVIDERS)} (default: every one whose key is set)"
 
 
-def add_scrape(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "scrape", help="download labelled face clips from stock-footage APIs (Pexels, Pixabay)",
+def add_scrape(sub: Subcommands) -> None:
+    p = add_command(
+        sub, "scrape", func=cmd_scrape, epilog=EPILOG, width=32,
+        help="download labelled face clips from stock-footage APIs (Pexels, Pixabay)",
         description=(
             "Search the providers' official APIs with each label's queries and download up to --limit videos "
             "per label into --out as <Label>_<NNNN>.mp4 (numbering continues after the files already there), "
             "so `prepare --source <out>` reads them directly. sources.csv keeps the provenance and the "
             "attribution of every file. Reruns resume: what is listed in sources.csv and on disk is never "
             "downloaded again, and --limit counts the videos already there. Rate limits are respected "
-            "(429 Retry-After, X-Ratelimit-Remaining/Reset); search answers are cached for 24 hours."),
-        epilog=EPILOG,
-        formatter_class=lambda prog: _Formatter(prog, max_help_position=32))
+            "(429 Retry-After, X-Ratelimit-Remaining/Reset); search answers are cached for 24 hours."))
     p.add_argument("--labels", default="", help="comma-separated labels to fetch (default: every label with queries)")
     p.add_argument("--limit", type=int, default=10,
                    help="videos per label that scrape has put in --out, earlier runs included (listed in "
@@ -71,21 +71,6 @@ def add_scrape(sub: argparse._SubParsersAction) -> None:
                    help="extra tries after a 429, a 5xx or a broken connection (exponential backoff, capped)")
     p.add_argument("--no-cache", action="store_true", help="ask the APIs again even if an answer is under 24 h old")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_scrape)
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults in the option help; text with line breaks of its own (the epilog) kept as written."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, "", []) or "(default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        if "\n" in text:
-            return "".join(indent + line for line in text.splitlines(keepends=True))
-        return super()._fill_text(text, width, indent)
 
 
 def read_env(env_file: Path | None) -> dict[str, str]:

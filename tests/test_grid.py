@@ -157,6 +157,20 @@ def test_a_grid_file_that_cannot_be_read_is_one_line(tmp_path: Path, capsys) -> 
         read_grid_file(folder)
 
 
+def test_a_grid_file_typo_or_bad_value_names_the_file_and_the_closest_option(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "grid.toml"
+    for text, expected in (
+        ("[axes]\nlrr = [1e-3, 3e-4]\n", "unknown option in [axes] 'lrr' (did you mean 'lr'?)"),
+        ("[prepare]\nsequence_lenght = 30\n", "(did you mean 'sequence_length'?)"),
+        ('[train]\nepochs = "many"\n', "[train] --epochs takes an integer (got 'many')"),
+        ('[prepare]\nlabel_map = "happy"\n', "[prepare] --label-map: --label-map item 'happy' is not FROM=TO"),
+    ):
+        path.write_text(text)
+        assert grid_cli("--config", path, "--source", tmp_path) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{path}: " in err and expected in err and len(err.splitlines()) == 1, err
+
+
 def test_a_corrupt_cell_record_is_reported_with_its_path_not_read_as_pending(tmp_path: Path, capsys) -> None:
     (tmp_path / "clips").mkdir()
     args = ["--source", tmp_path / "clips", "--grids-dir", tmp_path / "grids", "--intervals", "5",

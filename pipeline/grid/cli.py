@@ -1,7 +1,7 @@
 """`cli.py grid`: argument parsing and output only (the work is in pipeline.grid.run).
 
-Every `train` option is accepted with the same name, type and choices as in `cli.py train` (they are
-read from its argparse definitions); a comma-separated list of values makes it an axis of the grid.
+Every `train` option is accepted with the same name, type and choices as in `cli.py train` (both come from
+``TrainConfig``'s fields); a comma-separated list of values makes it an axis of the grid.
 `prepare`'s options set how the clips become stacks, shared by every cell (its --seed is --split-seed).
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
+from pipeline.commands import Subcommands, add_command
 from pipeline.console import fail
 
 EPILOG = """\
@@ -40,17 +42,12 @@ run folders: `cli.py evaluate grids/<name>/runs/<cell>` works). Rerunning trains
 """
 
 
-def _default_text(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return ",".join(map(str, value))
-    return str(value)
-
-
-def add_grid(sub: argparse._SubParsersAction) -> None:
+def add_grid(sub: Subcommands) -> None:
     from pipeline.grid.run import DEFAULT_BACKBONES, options
 
-    p = sub.add_parser(
-        "grid", help="train every interval x backbone (x any option) cell and tabulate the results",
+    p = add_command(
+        sub, "grid", func=cmd_grid, epilog=EPILOG, width=34, show_defaults=False,
+        help="train every interval x backbone (x any option) cell and tabulate the results",
         description=(
             "Prepare each interval's stacks once (prepare's cache is reused), train one run per cell with the "
             "same seed and split, and write grids/<name>/results.md (rows: interval -> channels, columns: "
@@ -58,8 +55,6 @@ def add_grid(sub: argparse._SubParsersAction) -> None:
             "results.csv, confusion_grid.png and curves_grid.png. Finished cells are not trained again; an "
             "interrupted grid continues; a failing cell is recorded and the others go on. Everything is "
             "checked before anything runs."),
-        epilog=EPILOG,
-        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=34),
     )
     s = argparse.SUPPRESS  # options not given stay unset, so a grid file's values are not overridden
     g = p.add_argument_group("grid")
@@ -92,7 +87,7 @@ def add_grid(sub: argparse._SubParsersAction) -> None:
                    "at the same path on every node (default: data/stacks)")
     g.add_argument("--no-prepare", action="store_true", default=s,
                    help="use the stacks already in <stacks-dir>/interval_<k> (no clips needed)")
-    groups: dict[str, argparse._ArgumentGroup] = {}
+    groups: dict[str, Any] = {}
     for opt in opts.values():
         if opt.name in ("interval", "backbone"):
             continue
@@ -101,8 +96,7 @@ def add_grid(sub: argparse._SubParsersAction) -> None:
         else:
             title = f"training, {opt.group}"
             group = groups.get(title) or groups.setdefault(title, p.add_argument_group(title))
-        shown = opt.default is not None and opt.default is not False and opt.default != ""
-        default = f" (default: {_default_text(opt.default)})" if shown else ""
+        default = f" (default: {opt.default_text})" if opt.default_text else ""
         if opt.switch:
             metavar = "BOOL[,BOOL]" if opt.section == "train" else None
             if opt.section == "train":
@@ -117,7 +111,6 @@ def add_grid(sub: argparse._SubParsersAction) -> None:
             else:
                 metavar = opt.name.upper() + ("[,...]" if opt.section == "train" else "")
             group.add_argument(opt.flag, dest=opt.name, metavar=metavar, default=s, help=f"{opt.help}{default}")
-    p.set_defaults(func=cmd_grid)
 
 
 def _flags(args: argparse.Namespace) -> dict:

@@ -10,14 +10,14 @@ trained again; an interrupted cell continues from its ``last.pt``; a failed cell
 recorded there with its error, the other cells go on, and the next run tries it again. ``--force``
 trains every cell from scratch.
 
-The option names and their parsing are `cli.py train`'s and `cli.py prepare`'s own (their argparse
-definitions are read from ``train_commands.add_train`` / ``prepare_commands.add_prepare``, and a cell's
-``TrainConfig`` is made by ``train_commands.train_config``), so a flag means the same thing in `train` and in `grid`.
+The option names and their parsing are `cli.py train`'s and `cli.py prepare`'s own: both come from the
+stages' settings (``TrainConfig``, ``PrepareConfig``: ``pipeline.options``), and a cell's ``TrainConfig`` and
+an interval's ``PrepareConfig`` are built from them the way the stages' own commands build theirs, so a flag
+means the same thing in `train`, in `prepare` and in `grid`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import functools
@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.config_files import ConfigFileError, read_table
+from pipeline.options import Option, OptionError, build, build_part, input_option, option_table
 from pipeline.prepare.settings import PrepareConfig
 from pipeline.train.settings import TrainConfig
 from stacks.settings import StackSettings
@@ -66,93 +68,30 @@ class GridInterrupted(Exception):
     """Ctrl-C: finished cells are kept, the running one resumes from its last.pt on the next run."""
 
 
-# -- the options: `train`'s and `prepare`'s own argparse definitions ---------------------------------
-
-
-@dataclass(frozen=True)
-class Option:
-    """One option a grid can set: its name (argparse dest, also the grid-file key) and how to parse it."""
-
-    name: str
-    flag: str
-    section: str  # "train" (may be an axis) or "prepare" (shared by every cell)
-    switch: bool  # a store_true flag (--no-augment): a boolean
-    convert: Callable[[str], Any]
-    choices: tuple | None
-    default: Any
-    help: str
-    group: str  # the argument group it has in `train --help` / `prepare --help`
-    dest: str  # the attribute on the train / prepare namespace
-
-    def parse(self, raw: Any, where: str = "") -> Any:
-        """A value from the command line (a string) or a grid file (TOML/YAML scalar) -> the typed value."""
-        label = f"{where}{self.flag}"
-        if self.switch:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("true", "yes", "on", "1"):
-                return True
-            if text in ("false", "no", "off", "0"):
-                return False
-            raise GridError(f"{label} takes true or false (got {raw!r})")
-        if isinstance(raw, bool) or isinstance(raw, (list, dict)):
-            raise GridError(f"{label} takes a single {self._kind()} value (got {raw!r})")
-        try:
-            value = self.convert(str(raw).strip())
-        except (TypeError, ValueError):
-            raise GridError(f"{label} takes {self._kind()} (got {raw!r})") from None
-        if self.choices is not None and value not in self.choices:
-            raise GridError(f"{label} must be one of {', '.join(map(str, self.choices))} (got {raw!r})")
-        return value
-
-    def _kind(self) -> str:
-        return {int: "an integer", float: "a number"}.get(self.convert, "a value")
-
-
-def _options_of(parser: argparse.ArgumentParser, section: str, skip: set[str]) -> list[Option]:
-    out = []
-    for group in parser._action_groups:
-        for action in group._group_actions:
-            if action.dest in skip or not action.option_strings or isinstance(action, argparse._HelpAction):
-                continue
-            name = PREPARE_RENAMED.get(action.dest, action.dest) if section == "prepare" else action.dest
-            flag = "--" + name.replace("_", "-")
-            switch = isinstance(action, argparse._StoreTrueAction)
-            out.append(Option(name, flag, section, switch, action.type or str,
-                              tuple(action.choices) if action.choices else None, action.default,
-                              action.help or "", group.title or section, action.dest))
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _cli_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    from pipeline.prepare.cli import add_prepare
-    from pipeline.train.cli import add_train
-
-    parser = argparse.ArgumentParser(add_help=False)
-    sub = parser.add_subparsers()
-    add_train(sub)
-    add_prepare(sub)
-    return sub.choices["train"], sub.choices["prepare"]
+# -- the options: `train`'s and `prepare`'s own, from their settings ------------------------------------
 
 
 @functools.lru_cache(maxsize=1)
 def options() -> dict[str, Option]:
-    """Every option a grid accepts, by name: the training options (axes or shared), then prepare's."""
-    train, prepare = _cli_parsers()
-    found = _options_of(train, "train", GRID_MANAGED_TRAIN) + _options_of(prepare, "prepare", GRID_MANAGED_PREPARE)
-    interval = Option("interval", "--intervals", "train", False, int, None, DEFAULT_INTERVALS,
-                      "image intervals: every k-th frame of a sequence goes into a stack", "axes", "interval")
+    """Every option a grid accepts, by name: the axis of intervals, the training options (axes or shared), then
+    prepare's (``section`` says which)."""
+    interval = dataclasses.replace(
+        input_option("interval", int, DEFAULT_INTERVALS, "image intervals: every k-th frame of a sequence goes "
+                     "into a stack", "axes"), flag="--intervals", section="train")
+    found = [dataclasses.replace(o, section="train") for o in option_table(TrainConfig)
+             if o.name not in GRID_MANAGED_TRAIN]
+    for o in option_table(PrepareConfig):
+        if o.name not in GRID_MANAGED_PREPARE:
+            name = PREPARE_RENAMED.get(o.name, o.name)
+            found.append(dataclasses.replace(o, name=name, flag="--" + name.replace("_", "-"), section="prepare"))
     return {o.name: o for o in [interval, *found]}
 
 
-def train_defaults() -> argparse.Namespace:
-    return _cli_parsers()[0].parse_args([])
-
-
-def prepare_defaults() -> argparse.Namespace:
-    return _cli_parsers()[1].parse_args([])
+def _parse(opt: Option, raw: Any, where: str) -> Any:
+    try:
+        return opt.parse(raw, where)
+    except OptionError as exc:
+        raise GridError(str(exc)) from None
 
 
 def _unknown(name: str, valid: list[str], what: str, where: str = "") -> GridError:
@@ -202,46 +141,10 @@ class GridSpec:
 
 def read_grid_file(path: Path) -> dict:
     """A TOML (tomllib) or YAML (PyYAML, where installed) grid file -> its raw table."""
-    path = Path(path)
-    if not path.is_file():
-        raise GridError(f"grid file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            try:
-                import tomli as tomllib  # type: ignore[no-redef]
-            except ImportError:
-                raise GridError("TOML grid files need Python 3.11+ (or `pip install tomli`)") from None
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise GridError(f"grid file {path} is not valid TOML: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise GridError(f"grid file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        except OSError as exc:
-            raise GridError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
-    elif suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise GridError(f"grid file {path}: YAML needs PyYAML (pip install pyyaml); or write it as TOML") from None
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError as exc:
-            raise GridError(f"grid file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        except OSError as exc:
-            raise GridError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            first = str(exc).strip().replace("\n", " ")
-            raise GridError(f"grid file {path} is not valid YAML: {first}") from None
-    else:
-        raise GridError(f"grid file {path}: use a .toml, .yaml or .yml file")
-    if not isinstance(data, dict):
-        raise GridError(f"grid file {path} must hold a table of options, not a {type(data).__name__}")
-    return data
+    try:
+        return read_table(Path(path), "grid file")
+    except ConfigFileError as exc:
+        raise GridError(str(exc)) from None
 
 
 def _canonical(key: str) -> str:
@@ -281,7 +184,7 @@ def spec_from_sources(file_data: dict | None, flags: dict[str, Any], file_name: 
                    if opt.section == "prepare" else "put it under [axes] to make it an axis")
             raise GridError(f"{where}{opt.flag} takes one value here ({why})")
         try:
-            parsed = [opt.parse(item, where) for item in items]
+            parsed = [_parse(opt, item, where) for item in items]
         except GridError as exc:
             if opt.section == "prepare" and "," in str(raw):
                 raise GridError(f"{exc}: prepare options are shared by every cell, only --intervals varies "
@@ -406,10 +309,16 @@ def cell_id(interval: int, backbone: str, extras: tuple[tuple[str, Any], ...]) -
     return "_".join([f"i{interval}", backbone] + [f"{name.replace('_', '-')}={_value_text(v)}" for name, v in extras])
 
 
-def _stack_settings(prep: argparse.Namespace, interval: int) -> StackSettings:
+def _prepare_values(spec: GridSpec) -> dict[str, Any]:
+    """`prepare`'s option values every interval shares: the grid's [prepare] options under prepare's names."""
+    renamed = {grid: own for own, grid in PREPARE_RENAMED.items()}
+    return {**{renamed.get(k, k): v for k, v in spec.prepare_options.items()},
+            "source": spec.source, "force": False, "no_progress": not spec.progress}
+
+
+def _stack_settings(values: dict[str, Any], interval: int) -> StackSettings:
     try:
-        stack = StackSettings(sequence_length=prep.sequence_length, min_length=prep.min_length, interval=interval,
-                              size=prep.size, margin=prep.margin, detector=prep.detector, on_no_face=prep.on_no_face)
+        stack = build_part(PrepareConfig, "stack", {**values, "interval": interval})
     except ValueError as exc:
         raise GridError(f"--intervals {interval}: {exc}") from None
     if stack.channels < 2:
@@ -419,15 +328,11 @@ def _stack_settings(prep: argparse.Namespace, interval: int) -> StackSettings:
     return stack
 
 
-def _prepare_config(spec: GridSpec, prep: argparse.Namespace, stack: StackSettings) -> PrepareConfig:
-    """`cli.py prepare`'s own mapping of its flags (``prepare_commands.prepare_config``), for one interval."""
-    from pipeline.prepare.cli import prepare_config
-
-    args = argparse.Namespace(**vars(prep))
-    args.interval, args.source = stack.interval, spec.source
-    args.out, args.force, args.no_progress = spec.stacks_dir / f"interval_{stack.interval}", False, not spec.progress
+def _prepare_config(spec: GridSpec, values: dict[str, Any], stack: StackSettings) -> PrepareConfig:
+    """`cli.py prepare`'s own settings for one interval, built from the same option definitions."""
     try:
-        config = prepare_config(args)
+        config = build(PrepareConfig, {**values, "interval": stack.interval,
+                                       "out": spec.stacks_dir / f"interval_{stack.interval}"})
     except ValueError as exc:
         raise GridError(str(exc)) from None
     assert config.stack == stack, (config.stack, stack)
@@ -438,7 +343,6 @@ def plan_grid(spec: GridSpec) -> Plan:
     """Every check that can be made before anything runs; raises GridError with what to change."""
     from models.head import HeadSettings
     from models.registry import UnknownBackbone, get_backbone
-    from pipeline.train.cli import train_config
 
     opts = options()
     for backbone in spec.axes["backbone"]:
@@ -446,9 +350,7 @@ def plan_grid(spec: GridSpec) -> Plan:
             get_backbone(backbone)
         except UnknownBackbone as exc:
             raise GridError(str(exc).replace("unknown backbone", "--backbones: unknown backbone")) from None
-    prep = prepare_defaults()
-    for name, value in spec.prepare_options.items():
-        setattr(prep, opts[name].dest, value)
+    prep = _prepare_values(spec)
     stacks = {k: _stack_settings(prep, k) for k in spec.axes["interval"]}
     prepares = {k: _prepare_config(spec, prep, stack) for k, stack in stacks.items()}
     if spec.prepare:
@@ -466,14 +368,10 @@ def plan_grid(spec: GridSpec) -> Plan:
         interval, backbone, *rest = combo
         extras = tuple(zip(extra_axes, rest))
         cid = cell_id(interval, backbone, extras)
-        ns = train_defaults()
-        for name, value in {**spec.train, **dict(extras)}.items():
-            setattr(ns, opts[name].dest, value)
-        ns.backbone, ns.interval = backbone, interval
-        ns.data, ns.name, ns.runs_dir = prepares[interval].out, cid, spec.out / "runs"
-        ns.no_progress = not spec.progress
+        values = {**spec.train, **dict(extras), "backbone": backbone, "data": prepares[interval].out, "name": cid,
+                  "runs_dir": spec.out / "runs", "no_progress": not spec.progress}
         try:
-            config = train_config(ns)
+            config = build(TrainConfig, values)
             HeadSettings(config.head_hidden, config.head_dropout, config.head_dropout_hidden)
         except ValueError as exc:
             values = ", ".join(f"{opts[n].flag} {v}" for n, v in extras) or "every cell"

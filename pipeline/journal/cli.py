@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.commands import Subcommands, add_command
 from pipeline.console import fail
 from pipeline.journal.settings import JournalSettings
 from pipeline.options import add_options, settings_from
 
 
-def add_journal(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "journal", help="the video journal: a local web app that records a clip, says its emotion and keeps it",
+def add_journal(sub: Subcommands) -> None:
+    p = add_command(
+        sub, "journal", func=cmd_journal,
+        help="the video journal: a local web app that records a clip, says its emotion and keeps it",
         description=(
             "Start the journal on http://127.0.0.1:8000: record a 4 s clip of your face in the browser (or upload "
             "one), see its emotion, keep it as a dated entry with a note, and see your mood over days and weeks. "
-            "Entries stay in --data-dir (SQLite + the clips); nothing leaves this machine."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+            "Entries stay in --data-dir (SQLite + the clips); nothing leaves this machine."))
     add_options(p, JournalSettings)
-    p.set_defaults(func=cmd_journal)
 
 
 def cmd_journal(args: argparse.Namespace) -> int:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import csv
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-Layout = Literal["auto", "seed", "ravdess", "cremad", "ferplus"]
-LAYOUTS: tuple[str, ...] = ("auto", "seed", "ravdess", "cremad", "ferplus")
+from pipeline.prepare.settings import Layout
+
+LAYOUTS: tuple[str, ...] = typing.get_args(Layout)
 DROP = "drop"
 CORRECTIONS_NAME = "label_correction.csv"
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline.commands import Subcommands, add_command
 from pipeline.console import fail
 
 MODEL_HELP = "run folder, .pt checkpoint or .onnx export (default: the model shipped in models/default/)"
@@ -16,15 +17,15 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (torch models only)")
 
 
-def add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "predict", help="the emotion of a clip, an image or a folder of them",
+def add_predict(sub: Subcommands) -> None:
+    p = add_command(
+        sub, "predict", func=cmd_predict,
+        help="the emotion of a clip, an image or a folder of them",
         description=(
             "Classify a 3-5 s face clip (or a still image, or every clip in a folder) with a trained model. "
             "The clip is sampled, cropped and normalised exactly as the model's training stacks were (read "
             "from the model file). A clip longer than the model's sequence is classified window by window; "
-            "the answer is the mean of the windows' probabilities."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+            "the answer is the mean of the windows' probabilities."))
     p.add_argument("input", type=Path, help="a clip (.mp4 .mov .avi .mkv .webm), an image, or a folder")
     _add_model_options(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON (windows included)")
@@ -35,7 +36,6 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", type=Path, help="PNG: the probabilities over the clip")
     p.add_argument("--annotate", type=Path, help="MP4/AVI: the clip with the face box and the current emotion")
     p.add_argument("--out", type=Path, help="folder input: the CSV to write (default: <folder>/predictions.csv)")
-    p.set_defaults(func=cmd_predict)
 
 
 def _load(args: argparse.Namespace):
@@ -125,19 +125,18 @@ def _write_outputs(args: argparse.Namespace, pred) -> dict[str, str]:
     return written
 
 
-def add_live(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "live", help="rolling prediction over the last sequence from a camera",
+def add_live(sub: Subcommands) -> None:
+    p = add_command(
+        sub, "live", func=cmd_live,
+        help="rolling prediction over the last sequence from a camera",
         description=("Classify the last sequence of a camera's frames every --every frames, drawing the face box "
                      "and the emotion in a window. --source FILE reads a video as if it were a camera; "
-                     "--no-window prints the rolling predictions as lines instead (headless)."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                     "--no-window prints the rolling predictions as lines instead (headless)."))
     p.add_argument("--camera", type=int, default=0, help="camera index for OpenCV")
     p.add_argument("--source", type=Path, help="a video file read frame by frame instead of a camera")
     p.add_argument("--every", type=int, default=None, help="frames between predictions (default: 3 intervals)")
     p.add_argument("--no-window", action="store_true", help="print lines, open no window")
     _add_model_options(p)
-    p.set_defaults(func=cmd_live)
 
 
 def cmd_live(args: argparse.Namespace) -> int:
@@ -156,13 +155,13 @@ def cmd_live(args: argparse.Namespace) -> int:
     return 0 if made else 1
 
 
-def add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export", help="write a run's model as ONNX (onnxruntime) or as a compact int8 checkpoint",
+def add_export(sub: Subcommands) -> None:
+    p = add_command(
+        sub, "export", func=cmd_export,
+        help="write a run's model as ONNX (onnxruntime) or as a compact int8 checkpoint",
         description=("--onnx: the uint8 stacks -> probabilities graph, with the preprocessing settings stored in "
                      "the file's metadata, for `predict --model x.onnx`. --compact: a checkpoint whose weights "
-                     "are int8 with per-channel scales (4x smaller; how the default model ships)."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                     "are int8 with per-channel scales (4x smaller; how the default model ships)."))
     p.add_argument("run", type=Path, help="run folder (its best.pt) or checkpoint")
     p.add_argument("--onnx", type=Path, help="ONNX file to write")
     p.add_argument("--compact", type=Path, help="compact checkpoint (.pt) to write")
@@ -175,7 +174,6 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--serve-interval", type=float, metavar="SECONDS",
                    help="with --onnx, frame models: sample a face every SECONDS when serving (default: the "
                         "interval of the training stacks, 1/6 s)")
-    p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

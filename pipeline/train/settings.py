@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from stacks.settings import InputSettings
+from pipeline.options import input_option, option
+from pipeline.prepare.settings import default_out_dir
+from stacks.settings import InputSettings, StackSettings
 
 
 @dataclass(frozen=True)
@@ -16,15 +18,15 @@ class AugmentSettings:
     Probabilities are per stack; ranges are symmetric around "no change".
     """
 
-    enabled: bool = True
-    flip: float = 0.5  # probability of a horizontal flip
-    rotate: float = 10.0  # degrees
-    translate: float = 0.08  # share of the side
-    scale: float = 0.1  # 1 +/- scale
-    brightness: float = 0.2  # +/- added to [0, 1] pixels
-    contrast: float = 0.2  # 1 +/- contrast
-    blur: float = 0.15  # probability of a Gaussian blur
-    erase: float = 0.25  # probability of erasing one rectangle (2-20% of the area)
+    enabled: bool = option(True, "switch augmentation off", flag="--no-augment")
+    flip: float = option(0.5, "probability of a horizontal flip")
+    rotate: float = option(10.0, "max rotation in degrees")
+    translate: float = option(0.08, "max shift, share of the side")
+    scale: float = option(0.1, "max zoom change (1 +/- scale)")
+    brightness: float = option(0.2, "max brightness change")  # +/- added to [0, 1] pixels
+    contrast: float = option(0.2, "max contrast change")  # 1 +/- contrast
+    blur: float = option(0.15, "probability of a Gaussian blur")
+    erase: float = option(0.25, "probability of random erasing")  # one rectangle, 2-20% of the area
 
     def __post_init__(self) -> None:
         problems = [f"--{name} must be between 0 and 1 (got {value})"
@@ -44,55 +46,83 @@ class AugmentSettings:
 
 
 Optimizer = Literal["adamw", "adam", "sgd"]
-Schedule = Literal["exponential", "cosine", "constant"]
+Schedule = Literal["cosine", "exponential", "constant"]
 Balance = Literal["none", "weights", "sqrt", "sampler"]
 Monitor = Literal["accuracy", "uar", "macro_f1", "loss"]
 Targets = Literal["majority", "soft"]
 
 
+def _run_name(values: dict) -> str:
+    return f"{values['backbone']}_{Path(values['data']).name}"
+
+
+# InputSettings is defined with the stack code (stacks/settings.py); the one field `train` sets.
+INPUT_OPTIONS = {"image_size": {"help": "side the stacks are resized to for the network"}}
+AUGMENT_GROUP = "augmentation (per stack, same for all channels, fresh every epoch)"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """One `cli.py train` run (saved into its checkpoints, so a run can be reproduced from them)."""
+    """One `cli.py train` run (saved into its checkpoints, so a run can be reproduced from them).
 
-    data: Path
-    name: str
-    runs_dir: Path = Path("runs")
-    backbone: str = "efficientnetv2_s"
-    input: InputSettings = field(default_factory=InputSettings)
-    augment: AugmentSettings = field(default_factory=AugmentSettings)
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    optimizer: Optimizer = "adamw"
-    momentum: float = 0.9
-    schedule: Schedule = "cosine"
-    gamma: float = 0.985  # exponential: lr multiplied by this every epoch (the seed's value)
-    warmup_epochs: float = 1.0
-    clip_grad: float = 5.0  # max gradient norm; 0 turns clipping off
-    label_smoothing: float = 0.0
+    Every option of `cli.py train` is defined here, once: the CLI, a `train --config` file and the grid's
+    training options are generated from these fields (``pipeline.options``), in this order, in these groups.
+    """
+
+    OPTION_GROUPS: ClassVar[tuple[str, ...]] = ("data", "model", "optimisation", AUGMENT_GROUP, "run")
+
+    data: Path = option(help="stack folder (default: data/stacks/interval_<k>)", group="data", cli_default=None,
+                        derive=lambda v: default_out_dir(v["interval"]),
+                        inputs=(input_option("interval", int, StackSettings().interval,
+                                             "picks the default --data folder"),))
+    name: str = option(help="run folder name (default: <backbone>_<data folder name>)", group="run",
+                       cli_default=None, derive=_run_name)
+    input: InputSettings = option(default_factory=InputSettings, group="data", fields=INPUT_OPTIONS)
+    cache: Literal["memory", "disk"] = option("memory", "hold the uint8 stacks in memory, or in a memory-mapped "
+                                              "file under <data>/.cache", group="data")
+    balance: Balance = option("none", "class imbalance: nothing, a loss weighted by inverse class frequency (sqrt: "
+                              "by its square root), or class-balanced sampling", group="data")
+    backbone: str = option("efficientnetv2_s", "see `python cli.py models`", group="model")
+    pretrained: bool = option(False, "timm's ImageNet weights (needs internet)", group="model", switch=True)
+    weights: Path | None = option(None, "local .pth/.safetensors weights of the same backbone", group="model")
+    init: Path | None = option(None, "start from one of our runs or checkpoints (e.g. a face-image model)",
+                               group="model")
+    head_hidden: int = option(512, "hidden units of the head (0: linear)", group="model")
+    head_dropout: float = option(0.6, "dropout before the head", group="model")
+    head_dropout_hidden: float = option(0.5, "dropout after the hidden layer", group="model")
+    drop_path: float = option(0.0, "stochastic depth rate of the backbone", group="model")
+    epochs: int = option(50, "passes over the train split (at most: see --patience)", group="optimisation")
+    batch_size: int = option(32, "stacks per step (>= 2)", group="optimisation")
+    optimizer: Optimizer = option("adamw", "adamw, adam, or SGD with Nesterov momentum", group="optimisation")
+    lr: float = option(1e-3, "base learning rate", group="optimisation")
+    weight_decay: float = option(0.05, "decoupled (adamw) or L2 weight decay", group="optimisation")
+    momentum: float = option(0.9, "SGD momentum (Nesterov)", group="optimisation")
+    schedule: Schedule = option("cosine", "cosine with warmup, or the seed's exponential decay",
+                                group="optimisation")
+    gamma: float = option(0.985, "exponential: lr factor per epoch", group="optimisation")  # the seed's value
+    warmup_epochs: float = option(1.0, "cosine: linear warmup", group="optimisation")
+    clip_grad: float = option(5.0, "max gradient norm (0: off)", group="optimisation")
+    label_smoothing: float = option(0.0, "share of each target spread over all classes", group="optimisation")
     # majority: each stack's label; soft: the annotators' vote distribution in the manifest (FER+), as the FER+
-    # paper's cross-entropy scheme (pipeline/soft_targets.py). Validation is scored on the labels either way.
-    targets: Targets = "majority"
-    balance: Balance = "none"
-    monitor: Monitor = "accuracy"
-    patience: int = 10  # epochs without improvement of --monitor before stopping; 0 = never stop early
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16
-    compile: bool = False
-    seed: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    pretrained: bool = False
-    weights: Path | None = None
-    init: Path | None = None
-    head_hidden: int = 512
-    head_dropout: float = 0.6
-    head_dropout_hidden: float = 0.5
-    drop_path: float = 0.0
-    cache: Literal["memory", "disk"] = "memory"
-    threads: int = 0  # CPU threads for torch; 0 = torch's default
-    progress: bool = True
+    # paper's cross-entropy scheme (pipeline/train/soft_targets.py). Validation is scored on the labels either way.
+    targets: Targets = option("majority", "train against each stack's label, or against the annotators' vote "
+                              "distribution in the manifest (FER+; cross-entropy with the vote shares)",
+                              group="optimisation")
+    monitor: Monitor = option("accuracy", "validation metric that picks best.pt and drives early stopping",
+                              group="optimisation")
+    patience: int = option(10, "stop after this many epochs without improvement (0: never)", group="optimisation")
+    augment: AugmentSettings = option(default_factory=AugmentSettings, group=AUGMENT_GROUP)
+    runs_dir: Path = option(Path("runs"), "where run folders go", group="run")
+    resume: bool = option(False, "continue an interrupted run from its last.pt", group="run", switch=True)
+    overwrite: bool = option(False, "start an existing run folder again", group="run", switch=True)
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", group="run")
+    precision: Literal["auto", "fp32", "bf16"] = option("auto", "bf16 autocast; auto: on CUDA, and on CPUs with "
+                                                        "native bf16 for backbones it speeds up", group="run")
+    compile: bool = option(False, "torch.compile the model", group="run", switch=True)
+    seed: int = option(0, "same seed + same data = same metrics on CPU", group="run")
+    threads: int = option(0, "CPU threads for torch (0: torch's default)", group="run")
+    progress: bool = option(True, "no progress bars (epoch lines are still printed)", group="run",
+                            flag="--no-progress")
 
     def __post_init__(self) -> None:
         problems = []
