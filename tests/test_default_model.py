@@ -28,6 +28,7 @@ def test_default_model_sees_the_astronaut_smile(dataset: dict) -> None:
     assert pred.label == "happy" and pred.confidence > 0.5 and pred.face_ratio == 1.0
 
 
+@pytest.mark.slow
 def test_cli_predict_needs_no_model_argument(dataset: dict) -> None:
     done = subprocess.run([sys.executable, "cli.py", "predict", str(dataset["root"] / "Happy_0002.mp4"), "--json"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)

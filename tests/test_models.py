@@ -88,6 +88,7 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
         read_weights_file(tmp_path / "junk.pth")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env_extra, reason", [
     ({"HF_ENDPOINT": "http://127.0.0.1:9"}, "127.0.0.1 unreachable"),  # nothing listens on port 9: fails fast
     ({"HF_HUB_OFFLINE": "1"}, "cannot find the requested files in the local cache"),

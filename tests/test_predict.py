@@ -227,6 +227,7 @@ def test_compact_checkpoint_is_smaller_and_predicts_almost_the_same(stack_run: P
     assert load_checkpoint(compact)["kind"] == "stack"
 
 
+@pytest.mark.slow
 def test_live_from_a_file_prints_rolling_predictions(frame_run: Path, clips: dict) -> None:
     done = subprocess.run([sys.executable, "cli.py", "live", "--source", str(clips["long"]), "--no-window",
                            "--every", "30", "--model", str(frame_run)], cwd=REPO, capture_output=True, text=True,

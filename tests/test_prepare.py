@@ -130,6 +130,7 @@ def test_long_clip_gives_several_sequences_and_pads_the_last(head: np.ndarray, t
     assert result.report["frames_decoded_this_run"] == 260
 
 
+@pytest.mark.slow
 def test_containers_and_image_folders(head: np.ndarray, tmp_path: Path) -> None:
     src = tmp_path / "src"
     for ext in (".avi", ".mkv", ".mov"):

@@ -50,6 +50,7 @@ def _mean_probabilities(trainer: Trainer) -> dict[str, np.ndarray]:
     return {c: probs[trainer.val_set.labels == i].mean(axis=0) for i, c in enumerate(trainer.data.classes)}
 
 
+@pytest.mark.slow
 def test_soft_targets_learn_the_vote_shares_majority_targets_do_not(voted_stacks: Path, tmp_path: Path) -> None:
     learnt = {}
     for targets in ("majority", "soft"):

@@ -110,6 +110,7 @@ def test_checkpoint_loads_back_and_predicts_the_same(finished, stacks: Path) -> 
     assert metrics["accuracy"] == pytest.approx(float((first.argmax(1) == val.labels).mean()))
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_with_augmentation(stacks: Path, tmp_path: Path) -> None:
     aug = AugmentSettings()
     run_train(config(stacks, tmp_path, "a", epochs=2, augment=aug, seed=7), log=quiet)
@@ -119,6 +120,7 @@ def test_same_seed_same_metrics_with_augmentation(stacks: Path, tmp_path: Path) 
     assert _history_values(tmp_path / "a") != _history_values(tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(stacks: Path, tmp_path: Path) -> None:
     aug = AugmentSettings()
     straight = run_train(config(stacks, tmp_path, "straight", augment=aug, schedule="cosine"), log=quiet)
@@ -210,6 +212,7 @@ def test_bad_stack_folders_fail_before_training(stacks: Path, tmp_path: Path) ->
         Trainer(config(sizes, runs, "e"), log=quiet)
 
 
+@pytest.mark.slow
 def test_cli_train_errors_are_one_line(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "cli.py", "train", "--data", str(tmp_path / "none"), "--backbone",
                            "resnet18", "--runs-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
@@ -431,6 +434,7 @@ def test_the_fused_optimizer_makes_the_unfused_update(stacks: Path, tmp_path: Pa
         assert torch.allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_early_stop_and_resume_with_more_patience(stacks: Path, tmp_path: Path) -> None:
     # A learning rate too small to change a prediction: accuracy ties, and a tie is no improvement.
     still = dict(lr=1e-12, epochs=4, patience=1, monitor="accuracy")
