@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pipeline.commands import Subcommands, add_command, parse_command_line  # noqa: E402
 from pipeline.console import fail as _fail  # noqa: E402
+from pipeline.console import setup_logging  # noqa: E402
 from pipeline.grid.cli import add_grid  # noqa: E402
 from pipeline.journal.cli import add_journal  # noqa: E402
 from pipeline.prepare.cli import add_prepare  # noqa: E402
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C and a scheduler's SIGTERM both stop cleanly, even when the parent shell ignored SIGINT.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    setup_logging()  # the stages' progress lines (`logging`) on the terminal, as plain lines
     args = parse_command_line(*build_parser(), argv)
     try:
         code = args.func(args)

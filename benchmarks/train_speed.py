@@ -123,7 +123,7 @@ def main() -> int:
                                      backbone=backbone, input=InputSettings(image_size=args.size),
                                      batch_size=args.batch_size, device=str(device), precision=precision,
                                      progress=False)
-                trainers[precision] = Trainer(config, log=lambda _: None)
+                trainers[precision] = Trainer(config)  # no logging set up here: its progress lines stay unshown
             auto_is_bf16 = trainers["auto"].bf16
             if not auto_is_bf16:
                 del trainers["auto"]  # the same loop as fp32

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
@@ -51,6 +51,8 @@ from scrapers.archive import (
     matches_archive,
 )
 from stacks.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 ENV_VAR = "DATASET_DOWNLOAD_ID"
 DEFAULT_OUT = Path("data/raw")
@@ -281,8 +283,8 @@ def _gdown_download(source: Source, output: Path, *, quiet: bool, retries: int, 
             bar.close()
 
 
-def download(source: Source, output: Path, *, final: Path, quiet: bool = False, retries: int = DEFAULT_RETRIES,
-             say: Callable[[str], None] = print) -> None:
+def download(source: Source, output: Path, *, final: Path, quiet: bool = False,
+             retries: int = DEFAULT_RETRIES) -> None:
     """Download ``source`` to ``output``, resuming a partial download left by an earlier run.
 
     gdown resumes by sending ``Range: bytes=<size of .part>-`` (and ``If-Range``, so a changed
@@ -298,7 +300,7 @@ def download(source: Source, output: Path, *, final: Path, quiet: bool = False, 
         except DownloadError as exc:
             if "did not honor the requested byte range" not in str(exc):
                 raise
-            say(f"{urlparse(source.url).hostname} cannot resume a download (or the file changed): starting over")
+            log.info(f"{urlparse(source.url).hostname} cannot resume a download (or the file changed): starting over")
             for part in partial_files(output):
                 part.unlink()
             _gdown_download(source, output, quiet=quiet, retries=retries, final=final)
@@ -362,7 +364,6 @@ class FetchOptions:
     force: bool = False
     retries: int = DEFAULT_RETRIES
     quiet: bool = False
-    say: Callable[[str], None] = print
 
 
 @dataclass
@@ -449,7 +450,7 @@ def _extract(archive: Path, dest: Path, opts: FetchOptions, state: dict | None) 
         if opts.force and ours:
             replace = True
         elif matches_archive(archive, dest):
-            opts.say(f"{dest} already holds the files of {archive.name}: not extracting again")
+            log.info(f"{dest} already holds the files of {archive.name}: not extracting again")
             return None
         elif opts.force:
             raise FetchError(f"{dest} already exists and no record says this command extracted {archive.name} "
@@ -518,7 +519,7 @@ def _existing_archive(archive: Path, state: dict | None, opts: FetchOptions) -> 
         why = "it changed since this source downloaded it" if recorded else "no record says it came from this source"
         raise FetchError(f"{archive} is already there but {why} ({opts.source}): pass --sha256 {digest} "
                          "to use it as it is, or --force to download it again")
-    opts.say(f"{archive} is already downloaded: not downloading it again")
+    log.info(f"{archive} is already downloaded: not downloading it again")
     return digest
 
 
@@ -542,7 +543,7 @@ def fetch(opts: FetchOptions) -> FetchResult:
     digest = _existing_archive(archive, state, opts)
     downloaded = digest is None
     if digest is None:
-        download(opts.source, staging, final=archive, quiet=opts.quiet, retries=opts.retries, say=opts.say)
+        download(opts.source, staging, final=archive, quiet=opts.quiet, retries=opts.retries)
         digest = verify(staging, archive, opts.sha256)
     result = FetchResult(archive, digest, None, downloaded=downloaded)
     record = {"source": {"kind": opts.source.kind, "value": opts.source.public}, "archive": archive.name,

@@ -24,9 +24,9 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +52,8 @@ from scrapers.providers import (
 )
 from scrapers.trim import VideoInfo, cut, plan_pieces, probe
 from stacks.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 DEFAULT_QUERIES: dict[str, list[str]] = {
     "Anger": ["angry face close up"],
@@ -182,18 +184,12 @@ def _host(url: str) -> str:
     return f"{host}:{port}" if port else host
 
 
-def _note(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)
-
-
 class ApiClient:
     """GET JSON from a provider: retries, backoff, Retry-After, X-Ratelimit-*, timeouts, a 24 h cache."""
 
     def __init__(self, policy: RetryPolicy | None = None, cache_dir: Path | None = None,
                  cache_ttl: float = 24 * 3600, write_cache: bool = True,
-                 session: requests.Session | None = None, note: Callable[[str], None] = _note,
+                 session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.policy = policy or RetryPolicy()
         self.cache_dir = cache_dir
@@ -201,7 +197,6 @@ class ApiClient:
         self.write_cache = write_cache
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", USER_AGENT)
-        self.note = note
         self.sleep = sleep
         self.blocked_until: dict[str, float] = {}
         self.requests = 0
@@ -243,7 +238,7 @@ class ApiClient:
             when = datetime.fromtimestamp(until).strftime("%Y-%m-%d %H:%M")
             raise RateLimitedError(f"{provider.title}'s request quota is used up until {when} "
                                    f"(X-Ratelimit-Reset); rerun then, what is downloaded is kept")
-        self.note(f"{provider.title}: rate limit nearly used up, waiting {wait:.0f} s for it to reset")
+        log.warning(f"{provider.title}: rate limit nearly used up, waiting {wait:.0f} s for it to reset")
         self.sleep(wait)
 
     def _remember_quota(self, provider: Provider, headers: Mapping[str, str]) -> None:
@@ -290,7 +285,7 @@ class ApiClient:
                                            f"(after {attempt + 1} tries); try again later")
                 wait = self.policy.delay(attempt) if wait is None else wait
                 if status == 429:
-                    self.note(f"{provider.title}: 429 Too Many Requests, retrying in {wait:g} s")
+                    log.warning(f"{provider.title}: 429 Too Many Requests, retrying in {wait:g} s")
                 self.sleep(wait)
                 attempt += 1
                 continue
@@ -726,7 +721,7 @@ def scrape(opts: ScrapeOptions, providers: list[Provider], client: ApiClient | N
                         bar.update(1)
                     except DownloadError as exc:
                         rep.failed += 1
-                        bar.write(f"{label}: {video.provider} {video.id} not downloaded: {exc}", file=sys.stderr)
+                        log.warning(f"{label}: {video.provider} {video.id} not downloaded: {exc}")
                 if rep.added >= need:
                     break
         finally:

@@ -47,6 +47,22 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, head: np.ndarray) -> dict:
     return {"root": root, "truths": truths}
 
 
+@pytest.fixture(autouse=True)
+def _no_console_logging_left_behind():
+    """A test that runs ``cli.main`` in this process sets up the console logging (pipeline.console); the next
+    test starts without it, so what a test sees on stdout never depends on the tests before it."""
+    yield
+    import logging
+
+    from pipeline.console import PROJECT_LOGGERS, ConsoleHandler
+
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, ConsoleHandler)]:
+        root.removeHandler(handler)
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+
+
 def shared_faces() -> Path:
     path = SHARED_DATA / "faces"
     if not path.is_dir():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -182,3 +184,25 @@ def test_output_into_a_closed_pipe_ends_quietly() -> None:
         os.close(write_end)
     assert done.returncode == 141
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_logging_setup_prints_plain_lines_info_on_stdout_warnings_on_stderr(capsys: pytest.CaptureFixture) -> None:
+    """What `cli.py` sets up for the stages' loggers: the lines users always saw, on the streams they were on."""
+    from tqdm import tqdm
+
+    from pipeline.console import setup_logging
+
+    setup_logging()
+    setup_logging()  # again (cli.main in a test, a reused grid worker): still one line per record
+    logging.getLogger("pipeline.train.loop").info("epoch   1/3  train loss 0.6931")
+    logging.getLogger("timm.models._builder").info("a library's chatter")  # others: warnings only
+    bar = tqdm(total=2, desc="Happy", file=sys.stderr)
+    logging.getLogger("scrapers.scrape").warning("Pexels: 429 Too Many Requests, retrying in 1 s")
+    logging.getLogger("some.library").warning("a library's warning")
+    bar.close()
+    out, err = capsys.readouterr()
+    assert out == "epoch   1/3  train loss 0.6931\n"
+    # Each warning is a line of its own: the progress bar is wiped first and drawn again after it.
+    for line in ("Pexels: 429 Too Many Requests, retrying in 1 s", "a library's warning"):
+        assert re.search(rf"(^|[\r\n]){re.escape(line)}\n", err), err
+        assert err.count(line) == 1

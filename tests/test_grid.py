@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import logging
 import os
 import shutil
 import time
@@ -350,7 +351,9 @@ def test_other_stacks_are_refused_not_reported_as_these(tiny, places, capsys) ->
         manifest.write_bytes(original)
 
 
-def test_a_worker_that_dies_fails_only_its_own_cell(tmp_path: Path) -> None:
+def test_a_worker_that_dies_fails_only_its_own_cell(tmp_path: Path, capfd: pytest.CaptureFixture,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pipeline")
     spec = spec_from_sources(None, {"interval": "5", "backbone": "resnet18", "source": tmp_path})
     config = dataclasses.replace(plan_grid(spec).cells[0].config, runs_dir=tmp_path / "runs")
     names = ["a", "boom", "b", "c", "d"]
@@ -361,6 +364,7 @@ def test_a_worker_that_dies_fails_only_its_own_cell(tmp_path: Path) -> None:
             time.sleep(0.5)
             os._exit(3)  # as if killed for memory, while "a" trains beside it
         time.sleep(1.0 if task.cell == "a" else 0.1)
+        logging.getLogger("pipeline.grid.run").info(f"[{task.cell}] trained in process {os.getpid()}")
         task.config.run_dir.mkdir(parents=True, exist_ok=True)
         write_cell_record(task.config.run_dir, {"cell": task.cell, "status": "done"})
         return CellOutcome(task.cell, "done")
@@ -371,15 +375,22 @@ def test_a_worker_that_dies_fails_only_its_own_cell(tmp_path: Path) -> None:
     assert {n: o.status for n, o in outcomes.items()} == {"a": "done", "boom": "failed", "b": "done", "c": "done",
                                                           "d": "done"}
     assert "worker process died" in outcomes["boom"].error
+    # The workers' progress lines reach the terminal (each worker sets up the console logging for itself) ...
+    workers = capfd.readouterr().out
+    assert all(f"[{n}] trained in process" in workers for n in names if n != "boom")
+    # ... and the grid says which cell failed, and why, as it goes.
+    assert any(m.startswith("[boom] failed: its worker process died") for m in caplog.messages)
     for n in names:
         assert read_cell_record(tmp_path / "runs" / n)["status"] == ("failed" if n == "boom" else "done")
     grid_backends._record_failure(tasks[0], CellOutcome("a", "failed", "too late"))  # never over a finished cell
     assert read_cell_record(tmp_path / "runs" / "a")["status"] == "done"
 
 
-def test_jobs_2_gives_the_same_table(tiny: Path, places: dict[str, Path]) -> None:
+def test_jobs_2_gives_the_same_table(tiny: Path, places: dict[str, Path], capfd: pytest.CaptureFixture) -> None:
     code, seconds = run_tiny(places, "tiny_jobs2", "--jobs", "2")
     assert code == 0
+    out = capfd.readouterr().out  # the cells' epoch lines, from the worker processes, each with its cell
+    assert all(f"[i{k}_{b}] epoch   1/1 " in out for k in (5, 10) for b in BACKBONES), out
     print(f"tiny grid, --jobs 2: {seconds:.1f} s")
     assert tables(places["grids"] / "tiny_jobs2") == tables(tiny)
 

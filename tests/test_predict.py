@@ -37,7 +37,7 @@ def _train(data: Path, runs: Path, name: str) -> Path:
     config = TrainConfig(data=data, name=name, runs_dir=runs, backbone="resnet18", input=InputSettings(image_size=32),
                          epochs=1, batch_size=4, lr=1e-3, schedule="constant", augment=AugmentSettings(enabled=False),
                          threads=1, progress=False)
-    run_train(config, log=lambda _: None)
+    run_train(config)
     return runs / name
 
 

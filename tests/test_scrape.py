@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import socket
 import threading
 import time
@@ -225,12 +226,19 @@ def rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def warnings(caplog: pytest.LogCaptureFixture) -> str:
+    """The scraper's warnings (the terminal shows them on stderr: tests/test_cli.py)."""
+    return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("scrapers.")
+                     and r.levelno == logging.WARNING)
+
+
 def visible_files(out: Path) -> set[str]:
     return {p.name for p in out.iterdir() if p.is_file()}
 
 
 def test_scrape_two_providers_resume_and_attribution(server: State, env_file: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture) -> None:
+                                                      capsys: pytest.CaptureFixture,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     s = server
     s.pexels["happy face close up"] = [s.pexels_video(101, 4), s.pexels_video(102, 4), s.pexels_video(103, 5),
                                        s.pexels_video(104, 120), s.pexels_video(105, 2)]
@@ -246,7 +254,7 @@ def test_scrape_two_providers_resume_and_attribution(server: State, env_file: Pa
 
     rc, stdout, stderr = run_cli(capsys, *args, "--retries", "0")
     assert rc == 1 and "1 download(s) failed; rerun" in stderr and "Traceback" not in stderr
-    assert "pexels 102 not downloaded: connection broken" in stderr
+    assert "pexels 102 not downloaded: connection broken" in warnings(caplog)
     expected = {"Happy_0003.mp4", "Happy_0004.mp4", "Happy_0005.mp4", "Happy_0006.mp4", "Happy_0007.mp4",
                 "Happy_0008.mp4", "Sad_0001.mp4", "Sad_0002.mp4", "sources.csv"}
     assert {n for n in visible_files(out) if not n.startswith(".")} == expected  # under no final name
@@ -304,7 +312,8 @@ def test_scrape_two_providers_resume_and_attribution(server: State, env_file: Pa
 
 
 def test_429_retry_after_and_ratelimit_reset_are_honoured(server: State, env_file: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture) -> None:
+                                                          capsys: pytest.CaptureFixture,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
     s = server
     s.pixabay["happy face close up"] = [s.pixabay_video(vid, 4) for vid in (1, 2, 3, 4)]
     s.pixabay_429 = 1
@@ -317,7 +326,8 @@ def test_429_retry_after_and_ratelimit_reset_are_honoured(server: State, env_fil
     assert len(times) == 3  # 429, page 1 (quota 0, resets in 1 s), page 2
     assert times[1] - times[0] >= 0.95, "Retry-After: 1 not honoured"
     assert times[2] - times[1] >= 0.95, "X-RateLimit-Remaining 0 / Reset 1 not honoured"
-    assert "429 Too Many Requests, retrying in 1 s" in stderr
+    assert "429 Too Many Requests, retrying in 1 s" in warnings(caplog)
+    assert "rate limit nearly used up, waiting" in warnings(caplog)
     assert sorted(p.name for p in out.glob("*.mp4")) == [f"Happy_{i:04d}.mp4" for i in (1, 2, 3, 4)]
 
 

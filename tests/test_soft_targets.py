@@ -23,10 +23,6 @@ CLASSES = ("anger", "happy")
 VOTES = {"anger": "anger:6;happy:4", "happy": "happy:10"}
 
 
-def quiet(*_: object) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def voted_stacks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4-channel clip-like stacks (two learnable gratings) whose manifest carries vote counts."""
@@ -54,7 +50,7 @@ def _mean_probabilities(trainer: Trainer) -> dict[str, np.ndarray]:
 def test_soft_targets_learn_the_vote_shares_majority_targets_do_not(voted_stacks: Path, tmp_path: Path) -> None:
     learnt = {}
     for targets in ("majority", "soft"):
-        trainer = Trainer(_config(voted_stacks, tmp_path, targets), log=quiet)
+        trainer = Trainer(_config(voted_stacks, tmp_path, targets))
         trainer.fit()
         learnt[targets] = _mean_probabilities(trainer)
     happy_on_anger = {t: float(p["anger"][CLASSES.index("happy")]) for t, p in learnt.items()}
@@ -84,4 +80,4 @@ def test_soft_targets_without_votes_is_one_clear_error(voted_stacks: Path, tmp_p
     rows = make_stack_set(plain, classes=CLASSES, counts={"train": 4, "val": 2}, channels=4, size=32)
     assert not any(r.votes for r in read_manifest(plain)) and rows
     with pytest.raises(TrainError, match="--targets soft needs the annotators' votes in the manifest, and 8 of 8"):
-        Trainer(_config(plain, tmp_path, "soft"), log=quiet)
+        Trainer(_config(plain, tmp_path, "soft"))

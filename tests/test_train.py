@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from pipeline.train.data import read_run_data
 from pipeline.train.evaluate import evaluate_run
 from pipeline.train.inference import predict_logits
 from pipeline.train.loop import Trainer, TrainError, TrainInterrupted, run_train
+from pipeline.train.loop import log as train_log
 from pipeline.train.settings import AugmentSettings, TrainConfig
 from stacks.dataset import StackDataset
 from stacks.io import read_stack, write_stack
@@ -53,10 +55,6 @@ def config(data: Path, runs: Path, name: str, **overrides) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
-def quiet(_: str) -> None:
-    pass
-
-
 def _history_values(run_dir: Path) -> list[dict]:
     rows = list(csv.DictReader(open(run_dir / "history.csv")))
     return [{k: v for k, v in r.items() if k != "time_seconds"} for r in rows]
@@ -65,7 +63,7 @@ def _history_values(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def finished(stacks: Path, tmp_path_factory: pytest.TempPathFactory):
     runs = tmp_path_factory.mktemp("runs")
-    return run_train(config(stacks, runs, "base"), log=quiet)
+    return run_train(config(stacks, runs, "base"))
 
 
 def test_loss_goes_down_and_accuracy_beats_chance(finished) -> None:
@@ -113,26 +111,34 @@ def test_checkpoint_loads_back_and_predicts_the_same(finished, stacks: Path) -> 
 @pytest.mark.slow
 def test_same_seed_same_metrics_with_augmentation(stacks: Path, tmp_path: Path) -> None:
     aug = AugmentSettings()
-    run_train(config(stacks, tmp_path, "a", epochs=2, augment=aug, seed=7), log=quiet)
-    run_train(config(stacks, tmp_path, "b", epochs=2, augment=aug, seed=7), log=quiet)
-    run_train(config(stacks, tmp_path, "c", epochs=2, augment=aug, seed=8), log=quiet)
+    run_train(config(stacks, tmp_path, "a", epochs=2, augment=aug, seed=7))
+    run_train(config(stacks, tmp_path, "b", epochs=2, augment=aug, seed=7))
+    run_train(config(stacks, tmp_path, "c", epochs=2, augment=aug, seed=8))
     assert _history_values(tmp_path / "a") == _history_values(tmp_path / "b")
     assert _history_values(tmp_path / "a") != _history_values(tmp_path / "c")
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly_where_it_stopped(stacks: Path, tmp_path: Path) -> None:
+def test_resume_continues_exactly_where_it_stopped(stacks: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     aug = AugmentSettings()
-    straight = run_train(config(stacks, tmp_path, "straight", augment=aug, schedule="cosine"), log=quiet)
+    straight = run_train(config(stacks, tmp_path, "straight", augment=aug, schedule="cosine"))
 
-    def stop_after_epoch_2(line: str) -> None:
-        if line.startswith("epoch   2/"):
-            raise KeyboardInterrupt  # as Ctrl-C would, right after epoch 2 was saved
+    class StopAfterEpoch2(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("epoch   2/"):
+                raise KeyboardInterrupt  # as Ctrl-C would, right after epoch 2 was saved
 
-    with pytest.raises(TrainInterrupted, match="interrupted in epoch 3; .* holds epoch 2: .* --resume"):
-        Trainer(config(stacks, tmp_path, "cut", augment=aug, schedule="cosine"), log=stop_after_epoch_2).fit()
+    stop = StopAfterEpoch2()
+    caplog.set_level(logging.INFO, logger="pipeline.train")  # the epoch lines are INFO records
+    train_log.addHandler(stop)
+    try:
+        with pytest.raises(TrainInterrupted, match="interrupted in epoch 3; .* holds epoch 2: .* --resume"):
+            Trainer(config(stacks, tmp_path, "cut", augment=aug, schedule="cosine")).fit()
+    finally:
+        train_log.removeHandler(stop)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
-    resumed = run_train(config(stacks, tmp_path, "cut", augment=aug, schedule="cosine", resume=True), log=quiet)
+    resumed = run_train(config(stacks, tmp_path, "cut", augment=aug, schedule="cosine", resume=True))
     assert _history_values(tmp_path / "cut") == _history_values(tmp_path / "straight")
     assert resumed.metrics["accuracy"] == straight.metrics["accuracy"]
 
@@ -140,24 +146,26 @@ def test_resume_continues_exactly_where_it_stopped(stacks: Path, tmp_path: Path)
 def test_an_existing_run_is_not_overwritten_silently(finished, stacks: Path) -> None:
     again = config(stacks, finished.run_dir.parent, finished.run_dir.name)
     with pytest.raises(TrainError, match="already holds a run: --resume"):
-        Trainer(again, log=quiet)
+        Trainer(again)
     with pytest.raises(TrainError, match="--resume: .* does not exist"):
-        Trainer(config(stacks, finished.run_dir.parent, "never-ran", resume=True), log=quiet)
+        Trainer(config(stacks, finished.run_dir.parent, "never-ran", resume=True))
 
 
-def test_face_image_model_initialises_a_clip_model(image_stacks: Path, stacks: Path, tmp_path: Path) -> None:
-    images = run_train(config(image_stacks, tmp_path, "faces", epochs=1), log=quiet)
-    lines: list[str] = []
-    run_train(config(stacks, tmp_path, "clips", epochs=1, init=images.run_dir), log=lines.append)
-    assert "first conv 1->4 channels; new head" in lines[0]
+def test_face_image_model_initialises_a_clip_model(image_stacks: Path, stacks: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    images = run_train(config(image_stacks, tmp_path, "faces", epochs=1))
+    caplog.set_level(logging.INFO, logger="pipeline.train")
+    caplog.clear()
+    run_train(config(stacks, tmp_path, "clips", epochs=1, init=images.run_dir))
+    assert "first conv 1->4 channels; new head" in caplog.messages[0]
     image_conv = load_checkpoint(images.run_dir)["state_dict"]["backbone.conv1.weight"]
-    trainer = Trainer(config(stacks, tmp_path, "clips2", epochs=1, init=images.run_dir), log=quiet)
+    trainer = Trainer(config(stacks, tmp_path, "clips2", epochs=1, init=images.run_dir))
     assert torch.allclose(trainer.model.backbone.conv1.weight, image_conv.repeat(1, 4, 1, 1) / 4)
 
 
 def test_init_from_another_architecture_is_refused(finished, stacks: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="is a resnet18 model but this run builds mobilenetv3_small"):
-        Trainer(config(stacks, tmp_path, "x", backbone="mobilenetv3_small", init=finished.run_dir), log=quiet)
+        Trainer(config(stacks, tmp_path, "x", backbone="mobilenetv3_small", init=finished.run_dir))
 
 
 def test_evaluate_any_split_writes_its_own_files(finished) -> None:
@@ -185,17 +193,17 @@ def _copy_stacks(src: Path, dst: Path) -> list:
 def test_bad_stack_folders_fail_before_training(stacks: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     with pytest.raises(TrainError, match="no manifest.csv in"):
-        Trainer(config(tmp_path / "nothing", runs, "a"), log=quiet)
+        Trainer(config(tmp_path / "nothing", runs, "a"))
     empty = tmp_path / "empty"
     write_manifest(empty, [])
     with pytest.raises(TrainError, match="lists no stacks"):
-        Trainer(config(empty, runs, "b"), log=quiet)
+        Trainer(config(empty, runs, "b"))
 
     orphan = tmp_path / "orphan"
     rows = _copy_stacks(stacks, orphan)
     write_manifest(orphan, [r for r in rows if not (r.label == "sad" and r.split == "train")])
     with pytest.raises(TrainError, match="class sad has validation/test stacks but no training samples"):
-        Trainer(config(orphan, runs, "c"), log=quiet)
+        Trainer(config(orphan, runs, "c"))
 
     mixed = tmp_path / "mixed"
     rows = _copy_stacks(stacks, mixed)
@@ -203,13 +211,13 @@ def test_bad_stack_folders_fail_before_training(stacks: Path, tmp_path: Path) ->
     write_stack(odd.path, np.zeros((9, 32, 32), np.uint8), read_stack(odd.path).meta)
     write_manifest(mixed, [dataclasses.replace(odd, channels=9)] + rows[1:])
     with pytest.raises(TrainError, match=r"mixes stacks of \[4, 9\] channels"):
-        Trainer(config(mixed, runs, "d"), log=quiet)
+        Trainer(config(mixed, runs, "d"))
 
     sizes = tmp_path / "sizes"
     rows = _copy_stacks(stacks, sizes)
     write_stack(rows[-1].path, np.zeros((4, 40, 40), np.uint8), read_stack(rows[-1].path).meta)
     with pytest.raises(TrainError, match="stacks of different sizes"):
-        Trainer(config(sizes, runs, "e"), log=quiet)
+        Trainer(config(sizes, runs, "e"))
 
 
 @pytest.mark.slow
@@ -222,6 +230,22 @@ def test_cli_train_errors_are_one_line(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "cli.py", "train", "--backbone", "vgg"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "unknown backbone 'vgg'; choose one of" in proc.stderr
+
+
+def test_cli_train_prints_the_progress_lines(stacks: Path, tmp_path: Path) -> None:
+    """The loop reports through `logging`; `cli.py` shows those records as plain lines on stdout."""
+    proc = subprocess.run([sys.executable, "cli.py", "train", "--data", str(stacks), "--runs-dir", str(tmp_path),
+                           "--name", "cli", "--backbone", "resnet18", "--image-size", "32", "--epochs", "2",
+                           "--batch-size", "8", "--no-augment", "--threads", "1", "--no-progress"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("resnet18: 4 channels, 3 classes (anger, happy, sad), 72 train / 24 val stacks at "
+                               "32px on cpu"), proc.stdout
+    assert lines[1].startswith("epoch   1/2 ") and lines[2].startswith("epoch   2/2 ")
+    assert lines[3].startswith("best accuracy ") and " at epoch " in lines[3]
+    assert lines[4].startswith("val accuracy ") and len(lines) == 5
+    assert "epoch" not in proc.stderr
 
 
 # -- augmentation --------------------------------------------------------------------------------------
@@ -269,9 +293,9 @@ def test_resume_refuses_changed_settings_and_overwrite_keeps_the_old_run_until_c
         finished, stacks: Path, tmp_path: Path) -> None:
     runs, name = finished.run_dir.parent, finished.run_dir.name
     with pytest.raises(TrainError, match=r"--resume with different settings \(--lr 0.001 -> 0.01"):
-        Trainer(config(stacks, runs, name, resume=True, lr=1e-2), log=quiet)
+        Trainer(config(stacks, runs, name, resume=True, lr=1e-2))
     with pytest.raises(TrainError, match="no manifest.csv"):
-        Trainer(config(tmp_path / "typo", runs, name, overwrite=True), log=quiet)
+        Trainer(config(tmp_path / "typo", runs, name, overwrite=True))
     assert (finished.run_dir / "best.pt").is_file() and (finished.run_dir / "metrics.json").is_file()
 
 
@@ -280,13 +304,13 @@ def test_weights_file_sets_its_normalisation_and_init_keeps_the_parents(finished
 
     path = tmp_path / "resnet18_imagenet_layout.pth"
     torch.save(timm.create_model("resnet18").state_dict(), path)
-    trainer = Trainer(config(stacks, tmp_path, "w", weights=path), log=quiet)
+    trainer = Trainer(config(stacks, tmp_path, "w", weights=path))
     assert (trainer.inputs.mean, trainer.inputs.std) == (0.449, 0.226)  # grey = mean of ImageNet's RGB stats
-    child = Trainer(config(stacks, tmp_path, "child", init=finished.run_dir), log=quiet)
+    child = Trainer(config(stacks, tmp_path, "child", init=finished.run_dir))
     assert child.start_note.endswith("same channels; head kept)") and child.inputs.mean == 0.5
     ours = tmp_path / "ours.pth"  # our checkpoint's weights given as --weights: backbone part is used
     torch.save(load_checkpoint(finished.run_dir)["state_dict"], ours)
-    assert "backbone from --weights" in Trainer(config(stacks, tmp_path, "o", weights=ours), log=quiet).start_note
+    assert "backbone from --weights" in Trainer(config(stacks, tmp_path, "o", weights=ours)).start_note
 
 
 def test_evaluate_a_folder_without_training_split(finished, stacks: Path, tmp_path: Path) -> None:
@@ -327,7 +351,7 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(stacks: Path, tmp_pa
     keep.mkdir(parents=True)
     (keep / "holiday.jpg").write_bytes(b"not ours")
     with pytest.raises(TrainError, match="is not a run folder; refusing to delete it"):
-        Trainer(config(stacks, tmp_path / "runs", "photos", overwrite=True), log=quiet)
+        Trainer(config(stacks, tmp_path / "runs", "photos", overwrite=True))
     assert (keep / "holiday.jpg").is_file()
 
 
@@ -389,7 +413,7 @@ def test_a_weighted_loss_moves_predictions_towards_the_rare_class(tmp_path: Path
     data = _lookalike_stacks(tmp_path / "same", {"common": 36, "rare": 6}, val=2)
     expected = {"none": 1 / 7, "sqrt": 6 * 6**0.5 / (36 + 6 * 6**0.5), "weights": 0.5}
     for balance, share in expected.items():
-        trainer = Trainer(config(data, tmp_path / "runs", balance, balance=balance), log=quiet)
+        trainer = Trainer(config(data, tmp_path / "runs", balance, balance=balance))
         answer = _best_single_answer(torch.from_numpy(trainer.train_set.labels).long(), trainer.loss_weights)
         rare = float(answer[trainer.data.classes.index("rare")])
         assert rare == pytest.approx(share, abs=1e-3), (balance, rare)
@@ -438,9 +462,9 @@ def test_the_fused_optimizer_makes_the_unfused_update(stacks: Path, tmp_path: Pa
 def test_early_stop_and_resume_with_more_patience(stacks: Path, tmp_path: Path) -> None:
     # A learning rate too small to change a prediction: accuracy ties, and a tie is no improvement.
     still = dict(lr=1e-12, epochs=4, patience=1, monitor="accuracy")
-    stopped = run_train(config(stacks, tmp_path, "s", **still), log=quiet)
+    stopped = run_train(config(stacks, tmp_path, "s", **still))
     assert stopped.state.stopped_early and stopped.state.epoch == 2
-    again = run_train(config(stacks, tmp_path, "s", **{**still, "patience": 0}, resume=True), log=quiet)
+    again = run_train(config(stacks, tmp_path, "s", **{**still, "patience": 0}, resume=True))
     assert again.state.epoch == 4 and not again.state.stopped_early
 
 
@@ -448,11 +472,11 @@ def test_a_run_saved_before_a_new_settings_field_still_resumes(stacks: Path, tmp
     """Runs saved before ``InputSettings.mirror`` existed were refused by --resume as "different settings"."""
     from models.checkpoint import save_checkpoint
 
-    first = run_train(config(stacks, tmp_path, "old", epochs=1), log=quiet)
+    first = run_train(config(stacks, tmp_path, "old", epochs=1))
     last = first.run_dir / "last.pt"
     data = load_checkpoint(last)
     del data["train"]["input"]["mirror"]  # as written by the code before the field
     data.pop("path", None)
     save_checkpoint(last, data)
-    resumed = run_train(config(stacks, tmp_path, "old", epochs=2, resume=True), log=quiet)
+    resumed = run_train(config(stacks, tmp_path, "old", epochs=2, resume=True))
     assert len(_history_values(resumed.run_dir)) == 2

@@ -26,6 +26,7 @@ shipped to the workers as Ray's ``working_dir``; the workers' Python must have r
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections import deque
 from collections.abc import Callable
@@ -44,6 +45,8 @@ from pipeline.grid.run import (
     threads_per_job,
     write_cell_record,
 )
+
+log = logging.getLogger(__name__)
 
 # Not shipped to Ray workers with the code: data, results, environments, caches.
 RAY_EXCLUDES = [".venv", ".env", ".git", "data", "runs", "grids", "models/default", "benchmarks/out", "**/__pycache__",
@@ -68,7 +71,7 @@ def run_tasks(fn: Callable[[CellTask], CellOutcome], tasks: list[CellTask], spec
     def done(outcome: CellOutcome) -> None:
         outcomes[outcome.cell] = outcome
         if outcome.status != "done":
-            tqdm.write(f"[{outcome.cell}] {outcome.status}: {outcome.error}")
+            log.info(f"[{outcome.cell}] {outcome.status}: {outcome.error}")
             _record_failure(by_cell[outcome.cell], outcome)
         bar.update(1)
         bar.set_postfix_str(f"last: {outcome.cell} {outcome.status}")
@@ -88,6 +91,14 @@ def run_tasks(fn: Callable[[CellTask], CellOutcome], tasks: list[CellTask], spec
     finally:
         bar.close()
     return outcomes
+
+
+def in_worker(fn: Callable[[CellTask], CellOutcome], task: CellTask) -> CellOutcome:
+    """A cell in a worker process (joblib's or Ray's): its progress lines go to the terminal as in `cli.py`."""
+    from pipeline.console import setup_logging
+
+    setup_logging()
+    return fn(task)
 
 
 def _record_failure(task: CellTask, outcome: CellOutcome) -> None:
@@ -174,7 +185,7 @@ def _pool_round(fn: Callable[[CellTask], CellOutcome], queue: deque[CellTask], w
         while queue or running:
             while queue and len(running) < workers:
                 task = queue.popleft()
-                running[executor.submit(fn, task)] = task
+                running[executor.submit(in_worker, fn, task)] = task
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             broken: list[CellTask] = []
             error = ""
@@ -255,14 +266,14 @@ def _run_ray(fn: Callable[[CellTask], CellOutcome], tasks: list[CellTask], spec:
     try:
         limit = spec.jobs or len(tasks)
         cpus, gpus = cell_resources(ray, tasks, min(limit, len(tasks)))
-        remote = ray.remote(fn).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+        remote = ray.remote(in_worker).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
         queue = iter(tasks)
         pending: dict[Any, CellTask] = {}
 
         def submit() -> None:
             while len(pending) < limit and (task := next(queue, None)) is not None:
                 task = dataclasses.replace(task, threads=task.threads or task.config.threads or cpus)
-                pending[remote.remote(task)] = task
+                pending[remote.remote(fn, task)] = task
 
         submit()
         while pending:

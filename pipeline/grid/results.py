@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from stacks.atomic import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     from pipeline.grid.run import Plan
+
+log = logging.getLogger(__name__)
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
@@ -104,7 +107,7 @@ def measure_latency(cell: Cell, clips: list[Path], device: str) -> dict:
             "latency_device": str(torch_device)}
 
 
-def measure_latencies(plan: Plan, clips_per_cell: int, device: str, log, progress: bool = True) -> None:
+def measure_latencies(plan: Plan, clips_per_cell: int, device: str, progress: bool = True) -> None:
     """Measure, one cell after the other in this process, the finished cells that have no latency yet."""
     if clips_per_cell <= 0:
         return
@@ -120,7 +123,7 @@ def measure_latencies(plan: Plan, clips_per_cell: int, device: str, log, progres
         found = measure_latency(cell, clips, device) if clips else {
             "latency_error": f"no val clip of {cell.config.data} found (prepare_report.json names the source)"}
         if "latency_error" in found:
-            log(f"[{cell.id}] latency not measured: {found['latency_error']}")
+            log.info(f"[{cell.id}] latency not measured: {found['latency_error']}")
         write_cell_record(cell.run_dir, {**{k: v for k, v in record.items() if not k.startswith("latency")},
                                          **found, "latency_clips_asked": clips_per_cell})
 

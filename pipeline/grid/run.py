@@ -24,12 +24,12 @@ import functools
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import socket
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from pipeline.options import Option, OptionError, build, build_part, input_optio
 from pipeline.prepare.settings import PrepareConfig
 from pipeline.train.settings import TrainConfig
 from stacks.settings import StackSettings
+
+log = logging.getLogger(__name__)
 
 CELL_FILE = "grid_cell.json"  # in each cell's run folder: done / failed / interrupted, error, timings
 SPEC_FILE = "grid.json"  # in grids/<name>/: the resolved spec of the last run
@@ -533,6 +535,18 @@ def _history_seconds(run_dir: Path) -> float:
         return 0.0
 
 
+class _CellPrefix(logging.Filter):
+    """Starts each line of a cell's training with ``[cell]``, so that cells trained side by side stay apart."""
+
+    def __init__(self, cell: str) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = f"[{self.cell}] {record.getMessage()}", ()
+        return True
+
+
 def run_cell(task: CellTask) -> CellOutcome:
     """Train one cell and record the outcome in its run folder; never raises for a cell that fails."""
     from pipeline.train.loop import TrainError, TrainInterrupted, run_train
@@ -543,16 +557,9 @@ def run_cell(task: CellTask) -> CellOutcome:
     host = socket.gethostname()
     record: dict[str, Any] = {"cell": task.cell, "host": host}
 
-    def log(line: str) -> None:
-        message = f"[{task.cell}] {line}"
-        if config.progress:
-            from tqdm import tqdm
-
-            tqdm.write(message)
-        else:
-            print(message, flush=True)
-
     import torch
+
+    from pipeline.train.loop import log as train_log
 
     threads_before = torch.get_num_threads()  # run_train sets the process's torch threads: put them back
     try:
@@ -565,7 +572,12 @@ def run_cell(task: CellTask) -> CellOutcome:
         write_cell_record(run_dir, {**record, "status": "running"})
         config = dataclasses.replace(config, resume=task.mode == "resume", overwrite=False,
                                      threads=task.threads or config.threads)
-        result = run_train(config, log=log)
+        prefix = _CellPrefix(task.cell)
+        train_log.addFilter(prefix)
+        try:
+            result = run_train(config)
+        finally:
+            train_log.removeFilter(prefix)
         seconds = _history_seconds(run_dir) or time.perf_counter() - started
         record.update(status="done", error="", train_seconds=round(seconds, 2), epochs=result.state.epoch,
                       best_epoch=result.state.best_epoch, parameters=_count_parameters(run_dir),
@@ -666,7 +678,7 @@ def check_existing(plan: Plan, stacks: dict[int, dict] | None = None) -> None:
                         "another --name")
 
 
-def _prepare_all(plan: Plan, log: Callable[[str], None]) -> dict[int, list[str]]:
+def _prepare_all(plan: Plan) -> dict[int, list[str]]:
     """Make (or find) every interval's stacks and check that they can be trained on; returns the classes."""
     from pipeline.prepare.run import PrepareError, PrepareInterrupted, run_prepare
     from pipeline.train.data import DataError, read_run_data
@@ -681,8 +693,8 @@ def _prepare_all(plan: Plan, log: Callable[[str], None]) -> dict[int, list[str]]
             except PrepareError as exc:
                 raise GridError(f"prepare interval {k}: {exc}") from None
             report = result.report
-            log(f"stacks for interval {k}: {report['stacks_total']} in {config.out} ({report['processed_this_run']} "
-                f"clips read, {report['reused_from_earlier_runs']} reused)")
+            log.info(f"stacks for interval {k}: {report['stacks_total']} in {config.out} "
+                     f"({report['processed_this_run']} clips read, {report['reused_from_earlier_runs']} reused)")
         try:
             data = read_run_data(config.out)
         except DataError as exc:
@@ -706,7 +718,7 @@ def _for_backend(config: TrainConfig, backend: str) -> TrainConfig:
     return dataclasses.replace(config, **fix)
 
 
-def run_grid(spec: GridSpec, log: Callable[[str], None] = print) -> GridResult:
+def run_grid(spec: GridSpec) -> GridResult:
     """Check, prepare, train every cell that is not finished, measure latency, write the results."""
     from pipeline.grid import backends as grid_backends
     from pipeline.grid import results as grid_results
@@ -715,20 +727,20 @@ def run_grid(spec: GridSpec, log: Callable[[str], None] = print) -> GridResult:
     check_existing(plan)
     if spec.backend == "ray":
         grid_backends.require_ray()
-        log(grid_backends.stacks_note(spec))
+        log.info(grid_backends.stacks_note(spec))
     spec.out.mkdir(parents=True, exist_ok=True)
     from stacks.atomic import atomic_write_text
 
     atomic_write_text(spec.out / SPEC_FILE, json.dumps({**spec.to_dict(), "cells": [c.id for c in plan.cells]},
                                                        indent=2) + "\n")
-    classes = _prepare_all(plan, log)
+    classes = _prepare_all(plan)
     stacks = {k: stacks_identity(config.out) for k, config in plan.prepares.items()}
     check_existing(plan, stacks)  # again, on the stacks as prepared: other clips, or a `prepare` in between
     modes = {cell.id: cell_mode(cell, spec.force, stacks[cell.interval]) for cell in plan.cells}
     reused = [cid for cid, mode in modes.items() if mode == "skip"]
     todo = [cell for cell in plan.cells if modes[cell.id] != "skip"]
-    log(f"grid {spec.name}: {len(plan.cells)} cells, {len(reused)} finished earlier, {len(todo)} to train "
-        f"({spec.backend}{'' if spec.backend == 'ray' else f', {spec.jobs or 1} job(s)'})")
+    log.info(f"grid {spec.name}: {len(plan.cells)} cells, {len(reused)} finished earlier, {len(todo)} to train "
+             f"({spec.backend}{'' if spec.backend == 'ray' else f', {spec.jobs or 1} job(s)'})")
     outcomes: dict[str, CellOutcome] = {}
     if todo:
         in_process = spec.backend == "local" and (spec.jobs or 1) == 1
@@ -743,7 +755,7 @@ def run_grid(spec: GridSpec, log: Callable[[str], None] = print) -> GridResult:
         raise GridInterrupted(f"interrupted in cell {interrupted[0].cell}; {len(reused) + len(trained)} finished "
                               f"cells are kept in {spec.out}: run the same command again to continue")
     device = spec.train.get("device", "auto")
-    grid_results.measure_latencies(plan, spec.latency_clips, device, log, progress=spec.progress)
+    grid_results.measure_latencies(plan, spec.latency_clips, device, progress=spec.progress)
     markdown = grid_results.write_results(plan, classes)
     for cell in plan.cells:
         record = read_cell_record(cell.run_dir)

@@ -19,7 +19,7 @@ from typing import IO
 from pipeline.journal.settings import JournalSettings
 from pipeline.journal.store import EntryStore, Recovery, StoreError
 
-log = logging.getLogger("clip_emotion.journal")
+log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 LOCK_NAME = "server.lock"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,8 @@ from pipeline.train.soft_targets import SoftTargetError, vote_distributions
 from stacks.atomic import atomic_write, atomic_write_text
 from stacks.framing import training_margin
 from stacks.settings import InputSettings
+
+log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "time_seconds", "train_acc", "train_loss", "val_acc", "val_loss", "learning_rate",
                    "val_uar", "val_macro_f1"]
@@ -116,9 +119,8 @@ def _history_csv(history: list[dict]) -> str:
 class Trainer:
     """Owns the model, optimizer and schedule of one run; ``fit`` runs the epochs."""
 
-    def __init__(self, config: TrainConfig, log=print) -> None:
+    def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        self.log = log
         self.run_dir = config.run_dir
         self._check_run_dir()
         self.device = resolve_device(config.device)
@@ -304,12 +306,12 @@ class Trainer:
         self._clear_run_dir()
         self.tensorboard = self._tensorboard()
         atomic_write_text(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-        self.log(f"{config.backbone}: {self.data.channels} channels, {len(self.data.classes)} classes "
+        log.info(f"{config.backbone}: {self.data.channels} channels, {len(self.data.classes)} classes "
                  f"({', '.join(self.data.classes)}), {len(self.train_set)} train / {len(self.val_set)} val stacks "
                  f"at {self.inputs.image_size}px on {self.device} ({'bf16 autocast' if self.bf16 else 'fp32'}); "
                  f"{self.start_note}" + ("; targets: the vote distributions" if self.soft is not None else ""))
         if state.epoch >= config.epochs or state.stopped_early:
-            self.log(f"{self.run_dir} already finished ({state.epoch} epochs); evaluating its best.pt")
+            log.info(f"{self.run_dir} already finished ({state.epoch} epochs); evaluating its best.pt")
         while state.epoch < config.epochs and not state.stopped_early:
             try:
                 self._run_epoch(state.epoch + 1)
@@ -321,7 +323,7 @@ class Trainer:
                 raise TrainInterrupted(
                     f"interrupted in epoch {saved + 1}; {self.run_dir / 'last.pt'} holds epoch {saved}: "
                     f"continue with the same command and --resume") from None
-        self.log(f"best {config.monitor} {state.best:.4f} at epoch {state.best_epoch}"
+        log.info(f"best {config.monitor} {state.best:.4f} at epoch {state.best_epoch}"
                  + (f" (stopped early after {config.patience} epochs without improvement)" if state.stopped_early
                     else ""))
         atomic_write(self.run_dir / "curves.png",
@@ -361,7 +363,7 @@ class Trainer:
 
     def _log_epoch(self, row: dict, improved: bool) -> None:
         mark = " *" if improved else ""
-        self.log(f"epoch {row['epoch']:>3}/{self.config.epochs}  {row['time_seconds']:7.1f}s  "
+        log.info(f"epoch {row['epoch']:>3}/{self.config.epochs}  {row['time_seconds']:7.1f}s  "
                  f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
                  f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} uar {row['val_uar']:.3f}  "
                  f"lr {row['learning_rate']:.2e}{mark}")
@@ -371,5 +373,5 @@ class Trainer:
                     self.tensorboard.add_scalar(key, value, row["epoch"])
 
 
-def run_train(config: TrainConfig, log=print) -> TrainResult:
-    return Trainer(config, log).fit()
+def run_train(config: TrainConfig) -> TrainResult:
+    return Trainer(config).fit()
