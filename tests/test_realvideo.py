@@ -14,7 +14,7 @@ import pytest
 from models.served import ServingModel, load_serving_model
 from pipeline.prepare.run import run_prepare
 from pipeline.prepare.settings import PrepareConfig, SplitSettings
-from pipeline.serve.live import run_live
+from pipeline.serve.live import live_predictions
 from pipeline.serve.outputs import write_timeline
 from pipeline.serve.predict import PredictError, predict_file
 from stacks.io import read_stack
@@ -58,9 +58,8 @@ def test_the_late_face_is_found(shipped: ServingModel) -> None:
     pred = predict_file(realvideo() / "noface_face.mov", shipped)  # no face, then a face
     assert pred.no_face and pred.no_face[0][0] == 0.0
     assert pred.windows and pred.windows[-1].face_ratio > 0.5 and pred.windows[-1].end_s == pytest.approx(pred.duration)
-    lines: list[str] = []
-    run_live(shipped, source=realvideo() / "noface_face.mov", show=False, emit=lines.append)
-    assert "no face" in lines[0] and any("no face" not in line for line in lines[1:])
+    live = list(live_predictions(shipped, source=realvideo() / "noface_face.mov", show=False))
+    assert live[0].probs is None and any(p.probs is not None for p in live[1:])
 
 
 def test_the_faceless_clip_is_refused_with_one_line(shipped: ServingModel) -> None:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.commands import Subcommands, add_command
 from pipeline.console import fail
+
+if TYPE_CHECKING:
+    from pipeline.serve.live import LivePrediction
 
 MODEL_HELP = "run folder, .pt checkpoint or .onnx export (default: the model shipped in models/default/)"
 
@@ -140,19 +145,42 @@ def add_live(sub: Subcommands) -> None:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
+    import contextlib
+    import time
+
     from models.served import ModelLoadError
-    from pipeline.serve.live import run_live
+    from pipeline.serve.live import live_predictions, window_seconds
     from pipeline.serve.predict import PredictError
     from pipeline.train.parts import TrainError
 
+    made = 0
     try:
         model = _load(args)
-        made = run_live(model, args.camera, args.source, args.every, show=not args.no_window)
+        started = time.perf_counter()
+        with contextlib.closing(live_predictions(model, args.camera, args.source, args.every,
+                                                 show=not args.no_window)) as predictions:
+            for prediction in predictions:
+                print(_live_line(prediction, model.classes, window_seconds(model)))
+                made += prediction.probs is not None
     except (ModelLoadError, PredictError, TrainError) as exc:
         return fail(str(exc))
     except ValueError as exc:  # a bad --every
         return fail(str(exc).replace("--stride", "--every"), 2)
-    return 0 if made else 1
+    if not made:
+        print(f"no prediction: no face, or the stream ended before one full window ({window_seconds(model):.1f} s) "
+              f"after {time.perf_counter() - started:.1f} s")
+        return 1
+    return 0
+
+
+def _live_line(prediction: LivePrediction, classes: Sequence[str], window: float) -> str:
+    """``t=  2.83s  happy     0.91  anger=0.04 happy=0.91 sad=0.05``, or that the ``window`` s had no face."""
+    if prediction.probs is None:
+        return f"t={prediction.time:7.2f}s  no face in the last {window:.1f} s"
+    probs = prediction.probs
+    label = classes[int(probs.argmax())]
+    scores = " ".join(f"{c}={p:.2f}" for c, p in zip(classes, probs))
+    return f"t={prediction.time:7.2f}s  {label:<9} {probs.max():.2f}  {scores}"
 
 
 def add_export(sub: Subcommands) -> None:

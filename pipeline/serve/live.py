@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -60,30 +61,40 @@ def _file_frames(path: Path) -> Iterator[tuple[np.ndarray, float]]:
             raise PredictError(f"{path}: {exc}") from exc
 
 
-def run_live(model: ServingModel, camera: int = 0, source: Path | None = None, every: int | None = None,
-             show: bool = True, emit: Callable[[str], None] = print) -> int:
-    """Returns the number of predictions made. ``show``: an OpenCV window (q or Esc quits)."""
+@dataclass(frozen=True)
+class LivePrediction:
+    """One rolling prediction: at ``time`` seconds into the stream, the last full window's class probabilities
+    (in ``ServingModel.classes`` order), or None when that window showed no face."""
+
+    time: float
+    probs: np.ndarray | None
+
+
+def window_seconds(model: ServingModel) -> float:
+    """How much of the stream one prediction looks at (a full window), in seconds."""
+    return model.stack.sequence_length / REFERENCE_FPS
+
+
+def live_predictions(model: ServingModel, camera: int = 0, source: Path | None = None, every: int | None = None,
+                     show: bool = True) -> Iterator[LivePrediction]:
+    """The rolling predictions, one as each window completes (the command prints them); ``show``: an OpenCV
+    window with the face box and the emotion (q or Esc quits). Close the iterator to release the camera."""
     plan = WindowPlan.for_stack(model.stack, every if every is not None else model.stack.interval * 3)
-    started = time.perf_counter()
     frames = _file_frames(source) if source is not None else _camera_frames(camera)
     with contextlib.closing(frames) as stream:  # releases the camera or file however the loop ends
         try:
-            made = _loop(model, stream, plan, show, emit)
+            yield from _loop(model, stream, plan, show)
         finally:
             if show:
                 cv2.destroyAllWindows()
-    if made == 0:
-        emit(f"no prediction: no face, or the stream ended before one full window "
-             f"({plan.sequence_length / REFERENCE_FPS:.1f} s) after {time.perf_counter() - started:.1f} s")
-    return made
 
 
-def _loop(model: ServingModel, stream: Iterator[tuple[np.ndarray, float]], plan: WindowPlan, show: bool,
-          emit: Callable[[str], None]) -> int:
+def _loop(model: ServingModel, stream: Iterator[tuple[np.ndarray, float]], plan: WindowPlan,
+          show: bool) -> Iterator[LivePrediction]:
     rolling = RollingWindows(plan)
     moments = interval_grid(plan.interval, REFERENCE_FPS)
     finder = quiet_thread_finder(model.stack.detector)
-    made, box, text = 0, None, "waiting for a full window"
+    box, text = None, "waiting for a full window"
     # Each frame comes out once the next has arrived: then it is known whether it was shown at a moment.
     timed = shown_at(enumerate(stream), lambda item: item[1][1], moments, lambda: 1.0 / REFERENCE_FPS)
     for (index, (bgr, now)), moment, _ in timed:
@@ -93,15 +104,13 @@ def _loop(model: ServingModel, stream: Iterator[tuple[np.ndarray, float]], plan:
                 stacked = stack_window(window, model)
                 if stacked is None:
                     text, box = "no face", None
-                    emit(f"t={now:7.2f}s  no face in the last {plan.sequence_length / REFERENCE_FPS:.1f} s")
+                    yield LivePrediction(now, None)
                 else:
                     probs = classify_stacks(model, [stacked])[0]
                     label = model.classes[int(probs.argmax())]
                     last = len(stacked.indices) - 1
                     text, box = f"{label} {probs.max():.0%}", stacked.boxes[last] if stacked.found[last] else None
-                    scores = " ".join(f"{c}={p:.2f}" for c, p in zip(model.classes, probs))
-                    emit(f"t={now:7.2f}s  {label:<9} {probs.max():.2f}  {scores}")
-                    made += 1
+                    yield LivePrediction(now, probs)
         if show:
             draw_label(bgr, box, text)
             try:
@@ -110,4 +119,3 @@ def _loop(model: ServingModel, stream: Iterator[tuple[np.ndarray, float]], plan:
                 raise PredictError("no display to open a window on: add --no-window") from exc
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                 break
-    return made
