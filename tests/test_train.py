@@ -232,6 +232,7 @@ def test_cli_train_errors_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "unknown backbone 'vgg'; choose one of" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_train_prints_the_progress_lines(stacks: Path, tmp_path: Path) -> None:
     """The loop reports through `logging`; `cli.py` shows those records as plain lines on stdout."""
     proc = subprocess.run([sys.executable, "cli.py", "train", "--data", str(stacks), "--runs-dir", str(tmp_path),
