@@ -9,7 +9,11 @@ so each thread builds one finder the first time it needs it and reuses it for ev
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import hashlib
+import math
 import os
 import sys
 import threading
@@ -109,151 +113,200 @@ class FaceFinder(Protocol):
         ...
 
 
-class DetectionFinder:
-    """MediaPipe Face Detection (BlazeFace short-range, for faces within ~2 m: a selfie clip).
+MODELS = Path(__file__).resolve().parent / "face_models"  # vendored: see face_models/README.md
+DETECTOR_MODEL = ("face_detection_short_range.tflite",
+                  "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8")
+LANDMARK_MODEL = ("face_landmark.tflite", "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814")
 
-    Its box is tighter than the landmark extent the seed cropped with, so it is mapped onto that
-    framing with ``MESH_FRAMING`` (centre shift and width/height scale as fractions of the box),
-    the medians measured on 495 real photos by ``benchmarks/detector_compare.py``. Frames are
-    shrunk to ``DETECT_SIDE`` pixels first: the network sees 128x128 anyway, and a smaller copy is
-    cheaper to hand to MediaPipe. Boxes are returned in the original frame's pixels.
 
-    The graph is the one ``mp.solutions.face_detection`` runs, with the same options, so its boxes
-    are identical; but it runs synchronously through MediaPipe's task runner, as its Tasks API
-    does, instead of through the Solutions API. That call returns the detections directly, where
-    the Solutions API waits for the graph to go idle, has a Python callback collect them on a graph
-    thread (taking the GIL from the decoding threads) and builds a new result class on every call:
-    ~10% less CPU per frame, more when clips run in parallel (``benchmarks/prepare_speed.py``).
+class FaceModelError(RuntimeError):
+    """A vendored face model is missing or not the file it should be (one line from the CLI)."""
+
+
+@functools.cache
+def model_bytes(model: tuple[str, str]) -> bytes:
+    """A vendored model's bytes, once per process, checked against its sha256."""
+    name, sha256 = model
+    path = MODELS / name
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FaceModelError(f"the face model {path} cannot be read ({exc.strerror}): restore it from git "
+                             "(git checkout -- stacks/face_models)") from exc
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise FaceModelError(f"the face model {path} is not the vendored file (sha256 differs): restore it from "
+                             "git (git checkout -- stacks/face_models)")
+    return data
+
+
+def _tasks_face_detector(min_confidence: float):  # -> mediapipe.tasks.python.vision.FaceDetector
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.FaceDetectorOptions(base_options=BaseOptions(model_asset_buffer=model_bytes(DETECTOR_MODEL)),
+                                         running_mode=vision.RunningMode.IMAGE,
+                                         min_detection_confidence=min_confidence)
+    return vision.FaceDetector.create_from_options(options)
+
+
+def _mp_image(rgb: np.ndarray):  # -> mediapipe.Image
+    import mediapipe as mp
+
+    return mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+
+
+class _TasksFinder:
+    """What both finders share: a Tasks ``FaceDetector`` that is closed quietly, in its own process only.
+
+    Closing prints a line of MediaPipe's to stderr, so it is done with fd 2 silenced: explicitly, when the
+    finder is freed (a worker thread ends), or at exit. A child forked with Python's fork handling
+    (``os.fork``, ``subprocess`` with ``preexec_fn`` as Ray starts its processes) drops the other threads'
+    state and with it the finders in their thread-locals; closing a detector there would hand the call to a
+    thread the child does not have and wait for ever, so a finder freed in a process other than its own
+    keeps its detector referenced until the child execs or exits (tests/test_fork_safety.py).
+    """
+
+    def __init__(self, min_confidence: float) -> None:
+        self._detector = _tasks_face_detector(min_confidence)
+        self._pid = os.getpid()
+        _open_finders.add(self)
+
+    def close(self) -> None:
+        with native_stderr_silenced():
+            self._detector.close()
+        _open_finders.discard(self)
+
+    def __del__(self) -> None:
+        if getattr(self, "_pid", None) is None:
+            return  # never finished building
+        if self._pid == os.getpid():
+            with contextlib.suppress(Exception):
+                self.close()
+        else:
+            _inherited.append(self._detector)
+
+
+_inherited: list = []  # the detectors a forked child inherited: never freed there
+_open_finders: weakref.WeakSet[_TasksFinder] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_finders() -> None:
+    """MediaPipe's own finaliser fails noisily when it runs during interpreter shutdown."""
+    for finder in list(_open_finders):
+        with contextlib.suppress(Exception):
+            finder.close()
+
+
+class DetectionFinder(_TasksFinder):
+    """BlazeFace short-range (faces within ~2 m: a selfie clip) through MediaPipe Tasks' ``FaceDetector``.
+
+    Its box is tighter than the landmark extent the seed cropped with, so it is mapped onto that framing
+    with ``MESH_FRAMING`` (centre shift and width/height scale as fractions of the box), the medians
+    measured on 495 real photos by ``benchmarks/detector_compare.py``. Frames are shrunk to
+    ``DETECT_SIDE`` pixels first (the network sees 128x128 anyway) and padded to a square, the detector's
+    own letterbox, so its input is unchanged and a face cut by the short side's edge keeps its box.
+    Boxes are returned in the original frame's pixels.
+
+    The detector runs at score 0.5 and faces under ``min_confidence`` are dropped afterwards: the
+    weighted non-maximum suppression averages every candidate above the detector's threshold into a box,
+    and 0.5 is what the boxes (and ``MESH_FRAMING``, and every stack made so far) were calibrated at.
+    Tasks gives whole pixels of the shrunk frame, truncated: +0.5 px undoes the bias, and the boxes stay
+    within ~2.5 px of the old float ones on 640x480 frames (tests/test_faces_tracks_stacks.py).
     """
 
     MESH_FRAMING = (0.0, -0.047, 0.94, 1.07)  # dx, dy, width scale, height scale
     DETECT_SIDE = 256
+    DETECTOR_THRESHOLD = 0.5
 
     # 0.6, not MediaPipe's 0.5: on the 500 real photos recall is the same (99.8%), and textured
     # backgrounds (walls, foliage) give false faces scoring 0.50-0.58.
     def __init__(self, min_confidence: float = 0.6) -> None:
         self.min_confidence = min_confidence
-        self._runner = _detection_runner(min_confidence)
-        self._timestamp = 0  # the graph wants strictly increasing packet timestamps
-        _keep_alive_in_forks(self)
+        super().__init__(min(self.DETECTOR_THRESHOLD, min_confidence))
 
     def find(self, rgb: np.ndarray) -> list[Box]:
-        from mediapipe.python import packet_creator, packet_getter
-        from mediapipe.python._framework_bindings.image_frame import ImageFormat
+        return [box for box, _ in self.find_with_keypoints(rgb)]
 
+    def find_with_keypoints(self, rgb: np.ndarray) -> list[tuple[Box, np.ndarray]]:
+        """Each face's box and its six keypoints in frame pixels (the person's right eye, left eye, nose
+        tip, mouth, right ear, left ear)."""
         h, w = rgb.shape[:2]
+        small = rgb
         scale = self.DETECT_SIDE / max(h, w)
         if scale < 1.0:
-            rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
-                             interpolation=cv2.INTER_LINEAR)
-        self._timestamp += 1
-        image = packet_creator.create_image_frame(data=np.ascontiguousarray(rgb), image_format=ImageFormat.SRGB)
-        found = self._runner.process({"image": image.at(self._timestamp)})["detections"]
-        detections = [] if found.is_empty() else packet_getter.get_proto_list(found)
-        dx, dy, sw, sh = self.MESH_FRAMING
-        boxes = []
-        for det in detections:
-            score = float(det.score[0]) if det.score else 1.0
-            if score < self.min_confidence:  # MediaPipe 0.10.21 reports some below its threshold
+            small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                               interpolation=cv2.INTER_LINEAR)
+        sh, sw = small.shape[:2]
+        side = max(sh, sw)
+        top, left = (side - sh) // 2, (side - sw) // 2
+        if sh != sw:
+            small = cv2.copyMakeBorder(small, top, side - sh - top, left, side - sw - left, cv2.BORDER_CONSTANT,
+                                       value=(0, 0, 0))
+        fx, fy = w / sw, h / sh
+        dx, dy, scale_w, scale_h = self.MESH_FRAMING
+        found = []
+        for det in self._detector.detect(_mp_image(small)).detections:
+            score = det.categories[0].score if det.categories else 1.0
+            if score is None or score < self.min_confidence:
                 continue
-            rb = det.location_data.relative_bounding_box
-            cx, cy = (rb.xmin + rb.width * (0.5 + dx)) * w, (rb.ymin + rb.height * (0.5 + dy)) * h
-            bw, bh = rb.width * sw * w, rb.height * sh * h
-            box = Box(max(cx - bw / 2, 0.0), max(cy - bh / 2, 0.0), min(cx + bw / 2, w), min(cy + bh / 2, h), score)
+            bb = det.bounding_box
+            x0 = (bb.origin_x + (0.5 if bb.origin_x > 0 else 0.0) - left) * fx
+            y0 = (bb.origin_y + (0.5 if bb.origin_y > 0 else 0.0) - top) * fy
+            bw, bh = (bb.width + 0.5) * fx, (bb.height + 0.5) * fy
+            cx, cy = x0 + bw * (0.5 + dx), y0 + bh * (0.5 + dy)
+            bw, bh = bw * scale_w, bh * scale_h
+            box = Box(max(cx - bw / 2, 0.0), max(cy - bh / 2, 0.0), min(cx + bw / 2, w), min(cy + bh / 2, h),
+                      float(score))
             if box.area > 0:
-                boxes.append(box)
-        return boxes
-
-    def close(self) -> None:
-        self._runner.close()
-
-
-_live_finders: weakref.WeakSet[DetectionFinder] = weakref.WeakSet()
-_live_lock = threading.Lock()
-_pinned_for_fork: list[DetectionFinder] = []
+                points = np.array([((k.x * side - left) * fx, (k.y * side - top) * fy) for k in det.keypoints or []],
+                                  np.float32).reshape(-1, 2)
+                found.append((box, points))
+        return found
 
 
-def _keep_alive_in_forks(finder: DetectionFinder) -> None:
-    """Never let a forked child free ``finder``'s graph.
 
-    A child forked with Python's fork handling (``os.fork``, ``subprocess`` with ``preexec_fn``, as
-    Ray starts its processes) drops the other threads' state, and with it the finders they hold in
-    thread-locals. Freeing a graph joins its worker threads, which do not exist in the child: a
-    segfault. So the finders alive at the fork are referenced from a module list that the child
-    keeps (until it execs or exits) and the parent clears as soon as the fork is done.
+class MeshFinder(_TasksFinder):
+    """The seed's method: box = extent of Face Mesh's 468 landmarks, found afresh in every frame.
+
+    As MediaPipe's static-image Face Mesh does it: BlazeFace finds each face, a square 1.5x its box,
+    turned so that the eyes are level, is cut out at 192x192, and the landmark model (run by LiteRT's
+    interpreter: MediaPipe's Tasks API has no landmark task that runs offline) places the points, which
+    are mapped back into the frame. Stateless, so no tracking leaks between the clips a reused one sees.
     """
-    with _live_lock:
-        _live_finders.add(finder)
 
-
-def _pin_before_fork() -> None:
-    with _live_lock:
-        _pinned_for_fork[:] = list(_live_finders)
-
-
-def _fresh_lock_in_child() -> None:
-    global _live_lock
-    _live_lock = threading.Lock()  # another thread may have held it at the fork: it never returns here
-
-
-os.register_at_fork(before=_pin_before_fork, after_in_parent=_pinned_for_fork.clear,
-                    after_in_child=_fresh_lock_in_child)
-
-
-def _detection_runner(min_confidence: float):  # -> mediapipe TaskRunner
-    """The Solutions API's short-range face detection graph, with its options, in a task runner.
-
-    Built as ``mp.solutions.face_detection.FaceDetection`` builds it (the packaged graph, expanded
-    and validated, the score threshold set in its options), so the two give identical detections.
-    """
-    import mediapipe as mp
-    from mediapipe.framework import calculator_pb2
-    from mediapipe.modules.face_detection import face_detection_pb2
-    from mediapipe.python._framework_bindings import resource_util, task_runner, validated_graph_config
-    from mediapipe.python.solutions import face_detection
-
-    package_root = Path(mp.__file__).resolve().parent.parent
-    resource_util.set_resource_dir(str(package_root))  # where the graph finds its .tflite model
-    validated = validated_graph_config.ValidatedGraphConfig()
-    validated.initialize(binary_graph_path=str(package_root / face_detection._SHORT_RANGE_GRAPH_FILE_PATH))
-    config = calculator_pb2.CalculatorGraphConfig()
-    config.ParseFromString(validated.binary_config)
-    options = face_detection_pb2.FaceDetectionOptions()
-    for extension in config.graph_options:
-        if extension.Is(options.DESCRIPTOR):
-            extension.Unpack(options)
-            options.min_score_thresh = min_confidence
-            extension.Pack(options)
-            break
-    else:
-        config.graph_options.add().Pack(face_detection_pb2.FaceDetectionOptions(min_score_thresh=min_confidence))
-    return task_runner.TaskRunner.create(config)
-
-
-class MeshFinder:
-    """MediaPipe Face Mesh, box = extent of the 468 landmarks (the seed's method).
-
-    ``static_image_mode=True``: every call detects afresh, so no tracking state leaks between the
-    clips a reused instance sees.
-    """
+    INPUT = 192
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5) -> None:
-        import mediapipe as mp
+        from ai_edge_litert.interpreter import Interpreter
 
-        self._model = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False,
-            min_detection_confidence=min_confidence,
-        )
+        self.max_faces = max_faces
+        super().__init__(min_confidence)
+        self._landmarks = Interpreter(model_content=model_bytes(LANDMARK_MODEL), num_threads=1)
+        self._landmarks.allocate_tensors()
+        self._input = self._landmarks.get_input_details()[0]["index"]
+        self._points = next(d["index"] for d in self._landmarks.get_output_details() if d["shape"][-1] == 1404)
 
     def find(self, rgb: np.ndarray) -> list[Box]:
         h, w = rgb.shape[:2]
-        result = self._model.process(rgb)
         boxes = []
-        for face in result.multi_face_landmarks or []:
-            pts = np.array([(p.x, p.y) for p in face.landmark], dtype=np.float32)
-            x0, y0 = np.clip(pts.min(axis=0), 0, 1)
-            x1, y1 = np.clip(pts.max(axis=0), 0, 1)
-            box = Box(float(x0 * w), float(y0 * h), float(x1 * w), float(y1 * h))
+        for det in self._detector.detect(_mp_image(rgb)).detections[:self.max_faces]:
+            bb = det.bounding_box
+            (rx, ry), (lx, ly) = [(k.x * w, k.y * h) for k in det.keypoints[:2]]  # the person's right, left eye
+            angle = math.atan2(ly - ry, lx - rx)
+            side = max(bb.width, bb.height) * 1.5 / self.INPUT
+            c, s = math.cos(angle) * side, math.sin(angle) * side
+            to_frame = np.array([[c, -s, 0.0], [s, c, 0.0]])  # model input pixel -> frame pixel
+            to_frame[:, 2] = (bb.origin_x + bb.width / 2, bb.origin_y + bb.height / 2) - to_frame[:, :2] @ (
+                self.INPUT / 2, self.INPUT / 2)
+            crop = cv2.warpAffine(rgb, to_frame, (self.INPUT, self.INPUT),
+                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+            self._landmarks.set_tensor(self._input, (crop.astype(np.float32) / 255.0)[None])
+            self._landmarks.invoke()
+            points = self._landmarks.get_tensor(self._points).reshape(468, 3)[:, :2]
+            points = points @ to_frame[:, :2].T + to_frame[:, 2]
+            x0, y0 = np.clip(points.min(axis=0), 0, (w, h))
+            x1, y1 = np.clip(points.max(axis=0), 0, (w, h))
+            box = Box(float(x0), float(y0), float(x1), float(y1))
             if box.area > 0:
                 boxes.append(box)
         return boxes
