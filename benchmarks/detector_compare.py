@@ -5,7 +5,8 @@ detection instead only if it finds faces as often and gives the same crop, faste
 real labelled face photos (../shared/data/faces by default):
   - the share of photos where each finder finds a face,
   - the IoU of each finder's final crop (margin, square) with Face Mesh's crop,
-  - the median milliseconds per call on a 640x480 frame holding the photo, measured in one run.
+  - the median milliseconds per call on a 640x480 frame holding the photo, measured in one run,
+  - the framing that maps the detection box onto the mesh extent (``DetectionFinder.MESH_FRAMING``), re-measured.
 
     python benchmarks/detector_compare.py [--faces ../shared/data/faces] [--limit 500]
 """
@@ -37,6 +38,9 @@ def main() -> None:
     if not photos:
         sys.exit(f"no .jpg photos under {args.faces}")
     finders = {"mesh": MeshFinder(), "detection": DetectionFinder()}
+    raw = DetectionFinder()
+    raw.MESH_FRAMING = (0.0, 0.0, 1.0, 1.0)  # the detector's own box, to measure the framing on
+    framing: list[tuple[float, float, float, float]] = []
     found = {k: 0 for k in finders}
     ious = {k: [] for k in finders if k != "mesh"}
     times = {k: [] for k in finders}
@@ -56,6 +60,11 @@ def main() -> None:
             if faces:
                 found[name] += 1
                 boxes[name] = square_box(max(faces, key=lambda b: b.area), args.margin, 640, 480)
+        mesh_faces, det_faces = finders["mesh"].find(frame), raw.find(frame)
+        if mesh_faces and det_faces:
+            m, d = max(mesh_faces, key=lambda b: b.area), max(det_faces, key=lambda b: b.area)
+            framing.append(((m.center[0] - d.center[0]) / d.width, (m.center[1] - d.center[1]) / d.height,
+                            m.width / d.width, m.height / d.height))
         for name in ious:
             if name in boxes and "mesh" in boxes:
                 ious[name].append(boxes[name].iou(boxes["mesh"]))
@@ -68,6 +77,9 @@ def main() -> None:
         print(f"{name:<10} {found[name] / n:>7.1%} {iou_txt:>28} {statistics.median(times[name]) * 1000:>18.2f}")
     ratio = statistics.median(times["mesh"]) / statistics.median(times["detection"])
     print(f"detection is {ratio:.2f}x faster than mesh per frame")
+    medians = tuple(round(statistics.median(v), 3) for v in zip(*framing))
+    print(f"framing of the mesh extent on the detection box over {len(framing)} photos (dx, dy, width scale, "
+          f"height scale; medians): {medians}; DetectionFinder.MESH_FRAMING = {DetectionFinder.MESH_FRAMING}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,12 +54,11 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import cv2  # noqa: E402
 import imageio_ffmpeg  # noqa: E402
-import mediapipe as mp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.prepare.run import run_prepare  # noqa: E402
 from pipeline.prepare.settings import PrepareConfig  # noqa: E402
-from stacks.faces import Box, DetectionFinder, crop_grey, native_stderr_silenced, square_box  # noqa: E402
+from stacks.faces import DetectionFinder, MeshFinder, crop_grey, find_faces, native_stderr_silenced, square_box  # noqa: E402,E501
 from stacks.settings import StackSettings  # noqa: E402
 from tests.fixtures.clips import astronaut_head, load_photo, make_face_clip  # noqa: E402
 
@@ -157,20 +157,12 @@ def decode_clip(path: Path) -> int:
 _seed_local = threading.local()
 
 
-def seed_mesh():
-    """This thread's Face Mesh graph, configured as the seed did, built on first use."""
+def seed_mesh() -> MeshFinder:
+    """This thread's Face Mesh, in video mode as the seed configured it (one face, tracked from frame to
+    frame, detection only when the face is lost), built on first use."""
     if not hasattr(_seed_local, "mesh"):
-        _seed_local.mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=1, refine_landmarks=False, min_detection_confidence=0.5)
+        _seed_local.mesh = MeshFinder(track=True)
     return _seed_local.mesh
-
-
-def landmark_box(landmarks, w: int, h: int) -> Box:
-    """The extent of a face's landmarks, in pixels."""
-    pts = np.array([(p.x, p.y) for p in landmarks.landmark], dtype=np.float32)
-    x0, y0 = np.clip(pts.min(axis=0), 0, 1)
-    x1, y1 = np.clip(pts.max(axis=0), 0, 1)
-    return Box(float(x0 * w), float(y0 * h), float(x1 * w), float(y1 * h))
 
 
 def seed_clip(path: Path) -> int:
@@ -179,11 +171,11 @@ def seed_clip(path: Path) -> int:
     crops: list[np.ndarray] = []
 
     def use(index: int, bgr: np.ndarray) -> None:
-        result = mesh.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        if (index % s.sequence_length) % s.interval or not result.multi_face_landmarks:
+        faces = find_faces(mesh, bgr)
+        if (index % s.sequence_length) % s.interval or not faces:
             return
         h, w = bgr.shape[:2]
-        box = square_box(landmark_box(result.multi_face_landmarks[0], w, h), s.margin, w, h)
+        box = square_box(faces[0], s.margin, w, h)
         crops.append(crop_grey(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), box, s.size))
 
     each_frame(path, use)
@@ -247,7 +239,7 @@ def warm_libraries(clip: Path) -> None:
     """Load the decoder and both MediaPipe models once, untimed, so no method pays the first load."""
     with native_stderr_silenced():
         decode_clip(clip)
-        seed_mesh().process(np.zeros((64, 64, 3), np.uint8))
+        seed_mesh().find(np.zeros((64, 64, 3), np.uint8))
         DetectionFinder().find(np.zeros((64, 64, 3), np.uint8))
 
 
@@ -298,7 +290,7 @@ def main() -> None:
         clips = make_clips(by_label, args.clips, clips_dir, args.codec)
         header = [
             f"prepare speed  {datetime.now().astimezone().isoformat(timespec='seconds')}",
-            f"python {platform.python_version()}  opencv {cv2.__version__}  mediapipe {mp.__version__}  "
+            f"python {platform.python_version()}  opencv {cv2.__version__}  mediapipe {version('mediapipe')}  "
             f"cpus {os.cpu_count()}",
             f"clips {len(clips)}  codec {args.codec}  frames per clip {decode_clip(clips[0])}  640x480 @ 30 fps  "
             f"faces from {source}",

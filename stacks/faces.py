@@ -266,50 +266,78 @@ class DetectionFinder(_TasksFinder):
 
 
 class MeshFinder(_TasksFinder):
-    """The seed's method: box = extent of Face Mesh's 468 landmarks, found afresh in every frame.
+    """The seed's method: box = extent of Face Mesh's 468 landmarks.
 
-    As MediaPipe's static-image Face Mesh does it: BlazeFace finds each face, a square 1.5x its box,
-    turned so that the eyes are level, is cut out at 192x192, and the landmark model (run by LiteRT's
-    interpreter: MediaPipe's Tasks API has no landmark task that runs offline) places the points, which
-    are mapped back into the frame. Stateless, so no tracking leaks between the clips a reused one sees.
+    As MediaPipe's Face Mesh does it: BlazeFace finds each face, a square 1.5x its box, turned so that the
+    eyes are level, is cut out at 192x192, and the landmark model (run by LiteRT's interpreter: MediaPipe's
+    Tasks API has no landmark task that runs offline) places the points, which are mapped back into the
+    frame. ``track=False`` (what ``--detector mesh`` uses): every frame is searched afresh, so a finder
+    reused across clips carries nothing from one to the next. ``track=True`` is the seed's video mode for
+    one face: the next frame's square comes from this frame's landmarks, and the detector runs again only
+    when the landmark model no longer sees a face (``benchmarks/prepare_speed.py``).
     """
 
     INPUT = 192
+    EYES = (33, 263)  # the outer corners of the person's right and left eye
 
-    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5) -> None:
+    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, track: bool = False) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.max_faces = max_faces
+        self.max_faces = 1 if track else max_faces
+        self.track = track
         super().__init__(min_confidence)
         self._landmarks = Interpreter(model_content=model_bytes(LANDMARK_MODEL), num_threads=1)
         self._landmarks.allocate_tensors()
         self._input = self._landmarks.get_input_details()[0]["index"]
-        self._points = next(d["index"] for d in self._landmarks.get_output_details() if d["shape"][-1] == 1404)
+        outputs = {d["shape"][-1]: d["index"] for d in self._landmarks.get_output_details()}
+        self._points, self._presence = outputs[1404], outputs[1]
+        self._tracked: tuple[float, float, float, float] | None = None  # centre x, y, side, angle
 
     def find(self, rgb: np.ndarray) -> list[Box]:
         h, w = rgb.shape[:2]
+        if self._tracked is not None:
+            points, present = self._landmarks_in(rgb, *self._tracked)
+            if present:
+                self._tracked = self._square_of(points)
+                return [box] if (box := _extent(points, w, h)).area > 0 else []
+            self._tracked = None
         boxes = []
         for det in self._detector.detect(_mp_image(rgb)).detections[:self.max_faces]:
             bb = det.bounding_box
             (rx, ry), (lx, ly) = [(k.x * w, k.y * h) for k in det.keypoints[:2]]  # the person's right, left eye
-            angle = math.atan2(ly - ry, lx - rx)
-            side = max(bb.width, bb.height) * 1.5 / self.INPUT
-            c, s = math.cos(angle) * side, math.sin(angle) * side
-            to_frame = np.array([[c, -s, 0.0], [s, c, 0.0]])  # model input pixel -> frame pixel
-            to_frame[:, 2] = (bb.origin_x + bb.width / 2, bb.origin_y + bb.height / 2) - to_frame[:, :2] @ (
-                self.INPUT / 2, self.INPUT / 2)
-            crop = cv2.warpAffine(rgb, to_frame, (self.INPUT, self.INPUT),
-                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-            self._landmarks.set_tensor(self._input, (crop.astype(np.float32) / 255.0)[None])
-            self._landmarks.invoke()
-            points = self._landmarks.get_tensor(self._points).reshape(468, 3)[:, :2]
-            points = points @ to_frame[:, :2].T + to_frame[:, 2]
-            x0, y0 = np.clip(points.min(axis=0), 0, (w, h))
-            x1, y1 = np.clip(points.max(axis=0), 0, (w, h))
-            box = Box(float(x0), float(y0), float(x1), float(y1))
-            if box.area > 0:
+            points, _ = self._landmarks_in(rgb, bb.origin_x + bb.width / 2, bb.origin_y + bb.height / 2,
+                                           max(bb.width, bb.height) * 1.5, math.atan2(ly - ry, lx - rx))
+            if self.track:
+                self._tracked = self._square_of(points)
+            if (box := _extent(points, w, h)).area > 0:
                 boxes.append(box)
         return boxes
+
+    def _landmarks_in(self, rgb: np.ndarray, cx: float, cy: float, side: float,
+                      angle: float) -> tuple[np.ndarray, bool]:
+        """The 468 landmarks (frame pixels) in a turned square, and whether the model sees a face there."""
+        c, s = math.cos(angle) * side / self.INPUT, math.sin(angle) * side / self.INPUT
+        to_frame = np.array([[c, -s, 0.0], [s, c, 0.0]])  # model input pixel -> frame pixel
+        to_frame[:, 2] = (cx, cy) - to_frame[:, :2] @ (self.INPUT / 2, self.INPUT / 2)
+        crop = cv2.warpAffine(rgb, to_frame, (self.INPUT, self.INPUT), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+        self._landmarks.set_tensor(self._input, (crop.astype(np.float32) / 255.0)[None])
+        self._landmarks.invoke()
+        points = self._landmarks.get_tensor(self._points).reshape(468, 3)[:, :2] @ to_frame[:, :2].T + to_frame[:, 2]
+        presence = float(self._landmarks.get_tensor(self._presence).reshape(()))
+        return points, presence > 0.0  # a logit: > 0 is a face probability over 0.5
+
+    def _square_of(self, points: np.ndarray) -> tuple[float, float, float, float]:
+        """The next frame's square from this frame's landmarks: their extent's centre, 1.5x its long side."""
+        (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
+        (rx, ry), (lx, ly) = points[self.EYES[0]], points[self.EYES[1]]
+        return (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 1.5, math.atan2(ly - ry, lx - rx)
+
+
+def _extent(points: np.ndarray, w: int, h: int) -> Box:
+    x0, y0 = np.clip(points.min(axis=0), 0, (w, h))
+    x1, y1 = np.clip(points.max(axis=0), 0, (w, h))
+    return Box(float(x0), float(y0), float(x1), float(y1))
 
 
 def find_faces(finder: FaceFinder, bgr: np.ndarray) -> list[Box]:
