@@ -130,6 +130,18 @@ def test_detection_finder_gives_the_solutions_api_boxes(head: np.ndarray) -> Non
     print(f"largest box-centre difference from the Solutions API: {worst:.3f} px")
 
 
+def test_mesh_tracking_follows_the_face_loses_it_and_finds_it_again(head: np.ndarray) -> None:
+    """The seed's video mode: the second frame's box comes from the first frame's landmarks (close to a fresh
+    search), a blank frame loses the face, and the next face is detected afresh."""
+    tracker, fresh = MeshFinder(track=True), MeshFinder()
+    first = tracker.find(head)
+    assert first == fresh.find(head) and len(first) == 1
+    tracked = tracker.find(head)
+    assert len(tracked) == 1 and tracked[0].iou(first[0]) > 0.97
+    assert tracker.find(np.full_like(head, 128)) == []
+    assert tracker.find(head) == first
+
+
 def test_finders_find_nothing_in_a_blank_frame() -> None:
     blank = np.full((240, 320, 3), 128, np.uint8)
     assert DetectionFinder().find(blank) == [] and MeshFinder().find(blank) == []
