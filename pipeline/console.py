@@ -1,6 +1,7 @@
 """How every command talks to its user.
 
 - ``fail``: an expected problem is one line on stderr and a non-zero exit code.
+- ``run_stage``: a stage's run, interrupted (130, what is done is kept) or failed (1), as one line each.
 - ``setup_logging``: the stages report progress through ``logging`` (one logger per module); this sends the
   project's records to the terminal as the plain lines they always were, info on stdout and warnings on stderr,
   without breaking a tqdm progress bar that is on screen.
@@ -10,6 +11,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # The project's top-level packages: their info records are shown; other libraries' only from warnings on.
 PROJECT_LOGGERS = ("pipeline", "stacks", "models", "scrapers")
@@ -18,6 +23,23 @@ PROJECT_LOGGERS = ("pipeline", "stacks", "models", "scrapers")
 def fail(message: str, code: int = 1) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def run_stage(stage: Callable[[], T], show: Callable[[T], int], *, interrupted: type[BaseException],
+              failed: type[BaseException] | tuple[type[BaseException], ...]) -> int:
+    """Run a stage and show its result (``show`` returns the exit code); the stage's own interruption and
+    error become one line each, with exit code 130 (rerun to continue) and 1. An ``OSError`` listed in
+    ``failed`` names the path that could not be written or read."""
+    try:
+        result = stage()
+    except interrupted as exc:
+        return fail(str(exc), 130)
+    except failed as exc:
+        if isinstance(exc, OSError):
+            where = f" {exc.filename}" if exc.filename else ""
+            return fail(f"cannot write or read{where}: {exc.strerror or exc}", 1)
+        return fail(str(exc), 1)
+    return show(result)
 
 
 class ConsoleHandler(logging.Handler):

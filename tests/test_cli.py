@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,30 @@ def test_logging_setup_prints_plain_lines_info_on_stdout_warnings_on_stderr(caps
     for line in ("Pexels: 429 Too Many Requests, retrying in 1 s", "a library's warning"):
         assert re.search(rf"(^|[\r\n]){re.escape(line)}\n", err), err
         assert err.count(line) == 1
+
+
+def test_a_stage_interrupted_or_failing_is_one_line_and_its_exit_code(capsys: pytest.CaptureFixture) -> None:
+    """prepare, train and grid share this: 130 when interrupted (rerun to continue), 1 for the stage's error."""
+    from pipeline.console import run_stage
+
+    class Interrupted(Exception):
+        pass
+
+    class Failed(Exception):
+        pass
+
+    def stage(exc: Exception) -> Callable[[], int]:
+        def run() -> int:
+            raise exc
+        return run
+
+    kinds = {"interrupted": Interrupted, "failed": (Failed, OSError)}
+    assert run_stage(lambda: 41, lambda result: result - 41, **kinds) == 0
+    assert run_stage(stage(Interrupted("interrupted in epoch 3: --resume")), print, **kinds) == 130
+    assert capsys.readouterr().err == "error: interrupted in epoch 3: --resume\n"
+    assert run_stage(stage(Failed("no manifest.csv in data/x")), print, **kinds) == 1
+    assert capsys.readouterr().err == "error: no manifest.csv in data/x\n"
+    assert run_stage(stage(PermissionError(13, "Permission denied", "grids/g")), print, **kinds) == 1
+    assert capsys.readouterr().err == "error: cannot write or read grids/g: Permission denied\n"
+    with pytest.raises(ValueError):  # anything else is a bug: its traceback is shown
+        run_stage(stage(ValueError("bug")), print, **kinds)

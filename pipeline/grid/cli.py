@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.commands import Subcommands, add_command
-from pipeline.console import fail
+from pipeline.console import fail, run_stage
+
+if TYPE_CHECKING:
+    from pipeline.grid.run import GridResult
 
 EPILOG = """\
 examples:
@@ -161,15 +164,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(f"  {cell.id:<40} {cell.channels:>3} channels  stacks {cell.config.data}  "
                   f"{ {'skip': 'finished', 'fresh': 'to train'}.get(mode, mode)}")
         return 0
-    try:
-        result = run_grid(spec)
-    except GridInterrupted as exc:
-        return fail(str(exc), 130)
-    except GridError as exc:
-        return fail(str(exc), 1)
-    except OSError as exc:  # grids/<name> or a stack folder that cannot be written or read
-        where = f" {exc.filename}" if exc.filename else ""
-        return fail(f"cannot write or read{where}: {exc.strerror or exc}", 1)
+    return run_stage(lambda: run_grid(spec), _show_results, interrupted=GridInterrupted, failed=(GridError, OSError))
+
+
+def _show_results(result: GridResult) -> int:
+    """The two tables and what was trained; exit code 1 when a cell failed."""
     from pipeline.grid.results import ACCURACY_HEADING, UAR_HEADING, table_section
 
     print()

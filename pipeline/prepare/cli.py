@@ -6,6 +6,7 @@ import argparse
 
 from pipeline.commands import Subcommands, add_command
 from pipeline.console import fail as _fail
+from pipeline.console import run_stage
 from pipeline.options import add_options, settings_from
 from pipeline.prepare.settings import PrepareConfig
 
@@ -37,17 +38,15 @@ def add_prepare(sub: Subcommands) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from pipeline.prepare.run import PrepareError, PrepareInterrupted, format_summary, run_prepare
+    from pipeline.prepare.run import PrepareError, PrepareInterrupted, PrepareResult, format_summary, run_prepare
 
     try:
         config = settings_from(PrepareConfig, args)
     except ValueError as exc:
         return _fail(str(exc), 2)
-    try:
-        result = run_prepare(config)
-    except PrepareInterrupted as exc:
-        return _fail(str(exc), 130)
-    except PrepareError as exc:
-        return _fail(str(exc), 1)
-    print(format_summary(result.report))
-    return 0
+
+    def show(result: PrepareResult) -> int:
+        print(format_summary(result.report))
+        return 0
+
+    return run_stage(lambda: run_prepare(config), show, interrupted=PrepareInterrupted, failed=PrepareError)

@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline.commands import Subcommands, add_command
 from pipeline.config_files import ConfigFileError, read_table
 from pipeline.console import fail as _fail
+from pipeline.console import run_stage
 from pipeline.options import add_options, build, option_table, values_from_args, values_from_file
 from pipeline.train.settings import TrainConfig
 
@@ -68,18 +69,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         get_backbone(config.backbone)
     except (ValueError, UnknownBackbone) as exc:
         return _fail(str(exc), 2)
-    from pipeline.train.loop import TrainError, TrainInterrupted, run_train
+    from pipeline.train.loop import TrainError, TrainInterrupted, TrainResult, run_train
 
-    try:
-        result = run_train(config)
-    except TrainInterrupted as exc:
-        return _fail(str(exc), 130)
-    except TrainError as exc:
-        return _fail(str(exc), 1)
-    m = result.metrics
-    print(f"val accuracy {m['accuracy']:.4f}  UAR {m['uar']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-          f"(best.pt, epoch {m['epoch']}); artefacts in {result.run_dir}")
-    return 0
+    def show(result: TrainResult) -> int:
+        m = result.metrics
+        print(f"val accuracy {m['accuracy']:.4f}  UAR {m['uar']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+              f"(best.pt, epoch {m['epoch']}); artefacts in {result.run_dir}")
+        return 0
+
+    return run_stage(lambda: run_train(config), show, interrupted=TrainInterrupted, failed=TrainError)
 
 
 def add_evaluate(sub: Subcommands) -> None:
