@@ -619,7 +619,7 @@ class _Fetcher:
         info = probe(path)
         if info is None:
             discard_partial(path)
-            raise DownloadError("not a video OpenCV can read")
+            raise DownloadError("not a video FFmpeg can decode")
         if not self.opts.trim or info.duration <= self.opts.piece_max:
             name = f"{label}_{number():04d}.mp4"
             self.table.rows.append(_row(video, label, query, name, info.duration, info.width, info.height, size,

@@ -58,8 +58,8 @@ def add_scrape(sub: Subcommands) -> None:
     p.add_argument("--resolution", type=int, default=720,
                    help="download the rendition whose short side is closest to this (pixels)")
     p.add_argument("--trim", action="store_true",
-                   help="cut videos longer than 5 s into 3-5 s pieces (OpenCV, mp4v, no audio); the uncut file "
-                        "stays in <out>/.originals/, each piece's start, end and parent go to sources.csv")
+                   help="cut videos longer than 5 s into 3-5 s pieces (decoded as prepare does, mp4v, no audio); the "
+                        "uncut file stays in <out>/.originals/, each piece's start, end and parent go to sources.csv")
     p.add_argument("--dry-run", action="store_true", help="search and list what would be downloaded; write nothing")
     p.add_argument("--per-page", type=int, default=40, help="results asked per search request")
     p.add_argument("--max-pages", type=int, default=5, help="result pages read per query and provider")

@@ -308,11 +308,6 @@ def serial_opencv() -> Iterator[None]:
         cv2.setNumThreads(before)
 
 
-def probe(path: Path) -> int:
-    """The clip's frame count (0 when it does not say), without decoding; VideoError if unreadable."""
-    return probe_length(path)[0]
-
-
 def probe_length(path: Path) -> tuple[int, float, float]:
     """(frames, seconds, fps) from the clip's header, 0 where it does not say; VideoError if unreadable.
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stacks.mp4 import mp4_frame_count
-from stacks.video import VideoError, probe
+from stacks.video import VideoError, probe_length
 from tests.conftest import SMALL, make_corrupt_file, make_face_clip
 
 
@@ -47,7 +47,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory, head: np.ndarray) -> dict[st
 @pytest.mark.parametrize("kind", ["mp4v", "h264", "faststart", "mov"])
 def test_header_count_is_opencvs_count(clips: dict[str, Path], kind: str) -> None:
     assert mp4_frame_count(clips[kind]) == _opencv_count(clips[kind]) == 50
-    assert probe(clips[kind]) == 50
+    assert probe_length(clips[kind])[0] == 50
 
 
 def test_what_the_header_cannot_tell_gives_none(clips: dict[str, Path], tmp_path: Path) -> None:
@@ -60,11 +60,11 @@ def test_what_the_header_cannot_tell_gives_none(clips: dict[str, Path], tmp_path
     assert mp4_frame_count(make_corrupt_file(tmp_path / "noise.mp4")) is None
     assert mp4_frame_count(tmp_path / "missing.mp4") is None
     assert mp4_frame_count(renamed) is None  # not a suffix it reads: OpenCV is asked instead
-    assert probe(renamed) == 50
+    assert probe_length(renamed)[0] == 50
 
 
 def test_probe_still_reports_what_opencv_cannot_open(tmp_path: Path) -> None:
     with pytest.raises(VideoError):
-        probe(make_corrupt_file(tmp_path / "noise.mp4"))
+        probe_length(make_corrupt_file(tmp_path / "noise.mp4"))
     with pytest.raises(VideoError):
-        probe(tmp_path / "missing.mp4")
+        probe_length(tmp_path / "missing.mp4")

@@ -1,7 +1,7 @@
 """`scrape` against a real local HTTP server that answers like the Pexels and Pixabay video APIs.
 
-No mocks: real sockets, real requests, real mp4 files written and read by OpenCV. The server paginates,
-answers one 429 with Retry-After, breaks one download halfway, and counts what it served.
+No mocks: real sockets, real requests, real mp4 files written by OpenCV and read by PyAV (stacks.video). The
+server paginates, answers one 429 with Retry-After, breaks one download halfway, and counts what it served.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from pipeline.prepare.sources import discover
 from scrapers.providers import PROVIDERS, Pexels, Rendition, pick_rendition
 from scrapers.scrape import COLUMNS, ORIGINALS, load_queries, select_labels
 from scrapers.scrape_command import add_scrape
-from scrapers.trim import plan_pieces, probe
+from scrapers.trim import cut, plan_pieces, probe
+from stacks.video import VideoReader
+from tests.fixtures import phone_clips
 
 PEXELS_KEY = "pexels-test-key"
 PIXABAY_KEY = "pixabay-test-key-123"
@@ -446,6 +448,39 @@ def test_pieces_and_renditions() -> None:
     assert pick_rendition(renditions, 1000).url == "c"  # portrait: the short side counts
     assert pick_rendition(renditions, 100).url == "a" and pick_rendition((), 720) is None
     assert Pexels("k", "http://x/videos/").base_url == "http://x/videos"
+
+
+def test_trim_cuts_what_prepare_decodes(tmp_path: Path) -> None:
+    """A portrait phone clip is cut upright and a live webm (no frame count in its header) is cut whole:
+    trim reads clips with prepare's decoder (OpenCV's took the webm for one frame)."""
+    pytest.importorskip("imageio_ffmpeg")
+    grey = [40 + i * 37 % 120 for i in range(8 * FPS)]  # 8 s: two 4 s pieces; each frame its own grey
+    drawn = []
+    for value in grey:
+        frame = np.full((48, 64, 3), value, np.uint8)
+        frame[:12, :16] = 255  # a white mark top left: the right way up
+        drawn.append(frame)
+    src = tmp_path / "src.mp4"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 48))
+    for frame in drawn:
+        writer.write(frame)
+    writer.release()
+    clips = {"phone turned 90": phone_clips.rotated(src, tmp_path / "turned.mp4", 90),
+             "live webm": phone_clips.browser_webm(src, tmp_path / "live.webm")}
+    for name, clip in clips.items():
+        info = probe(clip)
+        assert info is not None and (info.frames, info.fps, info.width, info.height) == (8 * FPS, FPS, 64, 48), name
+        plan = plan_pieces(info.frames, info.fps)
+        dests = [tmp_path / f"{clip.stem}_{k}.mp4" for k in range(len(plan))]
+        assert cut(clip, plan, dests) == plan == [(0, 40), (40, 80)], name
+        for (start, end), dest in zip(plan, dests):
+            with VideoReader(dest) as reader:
+                piece = np.stack([frame for _, frame in reader.frames()]).astype(float)
+            assert piece.shape == (end - start, 48, 64, 3), name  # upright, every frame
+            assert (piece[:, :12, :16].mean(axis=(1, 2, 3)) > 230).all(), name  # the mark stays top left
+            assert (piece[:, -12:, -16:].mean(axis=(1, 2, 3)) < 180).all(), name
+            background = piece[:, 24:, :].mean(axis=(1, 2, 3))  # the frames in order, none skipped
+            assert np.abs(background - np.array(grey[start:end])).max() < 12, name
 
 
 def test_sources_csv_cells_are_not_formulas_and_keys_stay_on_no_disk(server: State, env_file: Path,
