@@ -47,6 +47,7 @@ def test_a_forked_child_survives_the_finders_other_threads_hold_and_finds_faces(
     assert len(searcher.find(head)) == 1  # the parent's detector still works
 
 
+@pytest.mark.timeout(CHILD_SECONDS + 30)  # a child stuck before exec holds Popen itself: only this ends it
 def test_subprocess_with_preexec_fn_while_finders_are_alive(head: np.ndarray) -> None:
     searcher = BackgroundFinder("detection")
     assert len(searcher.find(head)) == 1
