@@ -115,8 +115,9 @@ def test_split_file_overrides_folders_fer2013_style(tmp_path: Path) -> None:
                       "test/happy/PublicTest_3.png": "val", "test/happy/PrivateTest_4.png": "test"}
 
 
-@pytest.mark.parametrize("text, message", [("file,kind\na.png,x\n", "needs a 'path' column"),
-                                           ("path,split\na.png,holdout\n", "unknown split 'holdout'")])
+@pytest.mark.parametrize("text, message", [("file,kind\na.png,x\n", "needs a 'path' and a 'split' column"),
+                                           ("path,split\na.png,holdout\n", "unknown split 'holdout'"),
+                                           ("path,split\na.png,val\nb.png\n", "index.csv:3: b.png has no split")])
 def test_split_file_errors_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
     index = tmp_path / "index.csv"
     index.write_text(text)

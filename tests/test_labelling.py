@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.prepare.labelling import LabelFileError, Relabeller, dataset_name, parse_label_map
+from pipeline.prepare.labelling import LabelFileError, Relabeller, dataset_name, parse_label_map, read_corrections
 from pipeline.prepare.run import REPORT_NAME, PrepareError, format_summary, run_prepare
 from pipeline.prepare.settings import PrepareConfig, SplitSettings
 from pipeline.prepare.sources import discover
@@ -68,6 +68,20 @@ def test_corrections_then_label_map_then_allowed_labels() -> None:
     assert relabel.unused_corrections() == ["Missing_9.mp4"]
     with pytest.raises(LabelFileError, match="not FROM=TO"):
         parse_label_map("surprised:shock")
+
+
+def test_a_correction_without_a_label_names_its_line(tmp_path: Path) -> None:
+    """A spreadsheet row cut short (no label cell) is the user's to fix, not a crash (it was an AttributeError)."""
+    corrections = tmp_path / "label_correction.csv"
+    corrections.write_text("file,label\nHappy_0001.mp4,Sad\n,\nHappy_0002.mp4\n", encoding="utf-8")
+    with pytest.raises(LabelFileError, match=r"label_correction.csv:4: Happy_0002.mp4 has no label"):
+        read_corrections(corrections)
+    corrections.write_text("file,label\nHappy_0001.mp4,Sad\n,\n", encoding="utf-8")  # rows with no file: skipped
+    assert read_corrections(corrections) == {"Happy_0001.mp4": "sad"}
+    label_map = tmp_path / "map.csv"
+    label_map.write_text("from,to\nsurprised,shock\ncalm\n", encoding="utf-8")
+    with pytest.raises(LabelFileError, match=r"map.csv:3: calm has no to"):
+        parse_label_map(str(label_map))
 
 
 def test_prepare_applies_the_source_folders_corrections_and_reports_them(head: np.ndarray, tmp_path: Path) -> None:

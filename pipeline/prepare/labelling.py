@@ -12,12 +12,12 @@ then the closed set of ``--labels``.
 
 from __future__ import annotations
 
-import csv
 import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.prepare.pair_file import read_pairs
 from pipeline.prepare.settings import Layout
 
 LAYOUTS: tuple[str, ...] = typing.get_args(Layout)
@@ -54,25 +54,11 @@ def _normalise(label: str) -> str:
     return label.strip().lower().replace(" ", "_")
 
 
-def _read_pairs(path: Path, key_columns: tuple[str, ...], value_columns: tuple[str, ...]) -> dict[str, str]:
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            header = {name.strip().lower(): name for name in reader.fieldnames or []}
-            key = next((header[c] for c in key_columns if c in header), None)
-            value = next((header[c] for c in value_columns if c in header), None)
-            if key is None or value is None:
-                raise LabelFileError(f"{path} needs a '{key_columns[0]}' and a '{value_columns[0]}' column; it has "
-                                     f"{', '.join(reader.fieldnames or []) or 'no header'}")
-            return {row[key].strip().replace("\\", "/"): row[value].strip() for row in reader if row[key]}
-    except OSError as exc:
-        raise LabelFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
-
-
 def read_corrections(path: Path) -> dict[str, str]:
     """``{file: new label or 'drop'}``; a file is its path under the source folder or its bare name."""
-    pairs = _read_pairs(path, ("file", "path", "name"), ("label", "new_label", "correct_label", "corrected"))
-    return {k: _normalise(v) for k, v in pairs.items()}
+    pairs = read_pairs(path, ("file", "path", "name"), ("label", "new_label", "correct_label", "corrected"),
+                       LabelFileError, "label corrections")
+    return {k: _normalise(v) for _, k, v in pairs}
 
 
 def parse_label_map(text: str) -> dict[str, str]:
@@ -80,7 +66,8 @@ def parse_label_map(text: str) -> dict[str, str]:
     if not text:
         return {}
     if Path(text).is_file():
-        pairs = _read_pairs(Path(text), ("from", "label", "source"), ("to", "class", "target"))
+        pairs = {k: v for _, k, v in read_pairs(Path(text), ("from", "label", "source"), ("to", "class", "target"),
+                                                LabelFileError, "label map")}
     else:
         pairs = {}
         for item in filter(None, (part.strip() for part in text.split(","))):

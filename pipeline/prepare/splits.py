@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import random
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline.prepare.pair_file import read_pairs
 from pipeline.prepare.settings import SplitSettings
 from pipeline.prepare.sources import Source
 
@@ -23,24 +23,12 @@ class SplitFileError(ValueError):
 
 def read_split_file(path: Path) -> dict[str, str]:
     """``{relative path: split}`` from a CSV with a path column and a split (or usage) column."""
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = {name.strip().lower(): name for name in reader.fieldnames or []}
-            path_col = next((header[c] for c in _PATH_COLUMNS if c in header), None)
-            split_col = next((header[c] for c in _SPLIT_COLUMNS if c in header), None)
-            if path_col is None or split_col is None:
-                raise SplitFileError(f"split file {path} needs a 'path' column and a 'split' (or 'usage') "
-                                     f"column; it has {', '.join(reader.fieldnames or []) or 'no header'}")
-            result: dict[str, str] = {}
-            for line, row in enumerate(reader, start=2):
-                name = (row[split_col] or "").strip().lower()
-                if name not in SPLIT_NAMES:
-                    raise SplitFileError(f"{path}:{line}: unknown split {row[split_col]!r} "
-                                         f"(use one of {', '.join(sorted(SPLIT_NAMES))})")
-                result[row[path_col].strip().replace("\\", "/")] = SPLIT_NAMES[name]
-    except OSError as exc:
-        raise SplitFileError(f"cannot read split file {path}: {exc.strerror or exc}") from exc
+    result: dict[str, str] = {}
+    for line, rel, split in read_pairs(path, _PATH_COLUMNS, _SPLIT_COLUMNS, SplitFileError, "split file"):
+        if split.lower() not in SPLIT_NAMES:
+            raise SplitFileError(f"{path}:{line}: unknown split {split!r} "
+                                 f"(use one of {', '.join(sorted(SPLIT_NAMES))})")
+        result[rel] = SPLIT_NAMES[split.lower()]
     return result
 
 
