@@ -5,7 +5,9 @@ They always write PNG, whatever the file name, so callers can write to a tempora
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -13,30 +15,39 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def draw_confusion(ax: Axes, cm: np.ndarray, classes: Sequence[str], normalised: bool = False,
+                   text_size: float = 8, tick_size: float | None = None) -> None:
+    """One confusion matrix on ``ax``, shaded by recall (row-normalised), each cell written in as its count or,
+    with ``normalised``, its share of the true class: a run's figure and every grid cell draw it alike."""
+    cm = np.asarray(cm)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    sizes = {} if tick_size is None else {"fontsize": tick_size}
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", **sizes)
+    ax.set_yticks(range(len(classes)), classes, **sizes)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            text = f"{norm[i, j]:.2f}" if normalised else str(int(cm[i, j]))
+            ax.text(j, i, text, ha="center", va="center", fontsize=text_size,
+                    color="white" if norm[i, j] > 0.5 else "black")
+
 
 def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
     """Two panels: row-normalised (recall per class) and raw counts, every cell labelled."""
-    cm = np.asarray(cm)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     side = max(4.0, 0.7 * len(classes) + 2)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
-    for ax, data, name, fmt in ((axes[0], norm, "normalised by true class", "{:.2f}"),
-                                (axes[1], cm, "counts", "{:d}")):
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-        ax.set_yticks(range(len(classes)), classes)
+    for ax, normalised, name in ((axes[0], True, "normalised by true class"), (axes[1], False, "counts")):
+        draw_confusion(ax, cm, classes, normalised)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(name)
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                value = data[i, j]
-                ax.text(j, i, fmt.format(int(value) if fmt == "{:d}" else value), ha="center", va="center",
-                        fontsize=8, color="white" if norm[i, j] > 0.5 else "black")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
@@ -55,9 +66,7 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     axes[2].set_ylabel("learning rate")
     axes[2].grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_timeline(times: list[float], probs: np.ndarray, classes: list[str], path: Path, title: str,
@@ -81,6 +90,11 @@ def plot_timeline(times: list[float], probs: np.ndarray, classes: list[str], pat
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(title)
+    save_png(fig, path)
+
+
+def save_png(fig: Figure, path: Path, dpi: int = 110) -> None:
+    """Lay out, write as PNG whatever the name (callers write to a temporary name), and free the figure."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
+    fig.savefig(path, dpi=dpi, format="png")
     plt.close(fig)

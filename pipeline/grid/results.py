@@ -271,9 +271,7 @@ def results_csv(plan: Plan, results: list[CellResult]) -> str:
 
 def plot_confusion_grid(plan: Plan, results: list[CellResult], path: Path) -> None:
     """Every cell's confusion matrix (row-normalised, counts written in), one row of panels per table row."""
-    import numpy as np
-
-    from pipeline.plots import plt  # pyplot with the Agg backend selected
+    from pipeline.plots import draw_confusion, plt, save_png  # pyplot with the Agg backend selected
 
     rows, columns, grid = _layout(results)
     side = 2.9
@@ -290,32 +288,21 @@ def plot_confusion_grid(plan: Plan, results: list[CellResult], path: Path) -> No
                 ax.text(0.5, 0.5, f"{backbone}\n{label}\n{r.status if r else 'not in grid'}\n{why}", ha="center",
                         va="center", fontsize=8, color="firebrick", wrap=True)
                 continue
-            cm = np.asarray(r.metrics["confusion_matrix"])
-            names = r.metrics["classes"]
-            norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-            ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-            for a in range(len(names)):
-                for b in range(len(names)):
-                    ax.text(b, a, str(int(cm[a, b])), ha="center", va="center", fontsize=7,
-                            color="white" if norm[a, b] > 0.5 else "black")
-            ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-            ax.set_yticks(range(len(names)), names, fontsize=7)
+            draw_confusion(ax, r.metrics["confusion_matrix"], r.metrics["classes"], text_size=7, tick_size=7)
             ax.set_title(f"{backbone}: acc {_pct(r.metrics['accuracy'])}%", fontsize=9)
             if j == 0:
                 ax.set_ylabel(f"{label}\ntrue", fontsize=8)
             if i == len(rows) - 1:
                 ax.set_xlabel("predicted", fontsize=8)
     fig.suptitle(f"Grid {plan.spec.name}: validation confusion matrices (rows: interval → channels)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def plot_curves_grid(plan: Plan, results: list[CellResult], path: Path) -> None:
     """Validation accuracy per epoch of every cell: one panel per table row, one line per backbone."""
     from matplotlib.ticker import MaxNLocator
 
-    from pipeline.plots import plt  # pyplot with the Agg backend selected
+    from pipeline.plots import plt, save_png  # pyplot with the Agg backend selected
 
     rows, columns, grid = _layout(results)
     ncols = min(3, len(rows))
@@ -339,9 +326,7 @@ def plot_curves_grid(plan: Plan, results: list[CellResult], path: Path) -> None:
     for n in range(len(rows), nrows * ncols):
         axes[n // ncols][n % ncols].axis("off")
     fig.suptitle(f"Grid {plan.spec.name}: validation accuracy per epoch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def write_results(plan: Plan, classes: dict[int, list[str]]) -> str:
