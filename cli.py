@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush cannot fail again
         return 141
+    finally:
+        if (faces := sys.modules.get("stacks.faces")) is not None:  # only if a stage loaded MediaPipe
+            faces.close_finders()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ so each thread builds one finder the first time it needs it and reuses it for ev
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import hashlib
@@ -189,9 +188,9 @@ _inherited: list = []  # the detectors a forked child inherited: never freed the
 _open_finders: weakref.WeakSet[_TasksFinder] = weakref.WeakSet()
 
 
-@atexit.register
-def _close_open_finders() -> None:
-    """MediaPipe's own finaliser fails noisily when it runs during interpreter shutdown."""
+def close_finders() -> None:
+    """Close every finder still open (their detectors' threads end). Entry points call it on the way out:
+    at interpreter exit it is too late, the thread pools MediaPipe closes through are already shut."""
     for finder in list(_open_finders):
         with contextlib.suppress(Exception):
             finder.close()

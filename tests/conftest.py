@@ -71,3 +71,10 @@ def shared_faces() -> Path:
 
 
 __all__ = ["REPO", "SMALL", "shared_faces", "make_corrupt_file", "make_face_clip", "make_faceless_clip"]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The face finders the tests left open are closed while MediaPipe still can (not at interpreter exit)."""
+    from stacks.faces import close_finders
+
+    close_finders()
