@@ -166,12 +166,18 @@ class _TasksFinder:
 
     def __init__(self, min_confidence: float) -> None:
         self._detector = _tasks_face_detector(min_confidence)
+        self._closing = threading.Lock()  # a thread that ends and close_finders() may close it at once
+        self._closed = False
         self._pid = os.getpid()
         _open_finders.add(self)
 
     def close(self) -> None:
-        with native_stderr_silenced():
-            self._detector.close()
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            with native_stderr_silenced():
+                self._detector.close()
         _open_finders.discard(self)
 
     def __del__(self) -> None:
@@ -418,19 +424,33 @@ def quiet_background_finder(detector: Detector) -> BackgroundFinder:
     return finder
 
 
+_silencing = threading.Lock()
+_silenced = {"depth": 0, "saved": -1}  # how many threads are inside, and the real fd 2 while they are
+
+
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null: MediaPipe's C++ start-up chatter bypasses Python."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    """Send file descriptor 2 to /dev/null: MediaPipe's C++ chatter bypasses Python.
+
+    fd 2 is the whole process's, so threads share one silence: the first one in points it at /dev/null,
+    the last one out puts it back (two threads each saving and restoring would leave it silenced).
+    """
+    with _silencing:
+        if _silenced["depth"] == 0:
+            sys.stderr.flush()
+            _silenced["saved"] = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _silenced["depth"] += 1
     try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _silencing:
+            _silenced["depth"] -= 1
+            if _silenced["depth"] == 0:
+                os.dup2(_silenced["saved"], 2)
+                os.close(_silenced["saved"])
 
 
 def start_warm_up(detector: Detector, workers: int, submit: Callable[..., Future],

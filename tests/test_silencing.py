@@ -1,0 +1,55 @@
+"""MediaPipe's C++ lines are kept off the terminal by pointing fd 2 at /dev/null; threads share that."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from stacks.faces import DetectionFinder, native_stderr_silenced
+
+
+def _fd2() -> tuple[int, int]:
+    st = os.fstat(2)
+    return st.st_dev, st.st_ino
+
+
+def test_overlapping_silences_give_fd_2_back() -> None:
+    """A enters, B enters, A leaves, B leaves: fd 2 is the real one again (not /dev/null)."""
+    before = _fd2()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a() -> None:
+        with native_stderr_silenced():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b() -> None:
+        a_in.wait(10)
+        with native_stderr_silenced():
+            b_in.set()
+            a_out.wait(10)
+            assert _fd2() != before  # still silenced while B is inside
+
+    with ThreadPoolExecutor(2) as pool:
+        for f in [pool.submit(a), pool.submit(b)]:
+            f.result(timeout=30)
+    assert _fd2() == before
+
+
+def test_a_finder_closed_from_two_threads_at_once_closes_once(head) -> None:
+    """A thread that ends frees its finder while close_finders() closes it: closing MediaPipe's detector
+    twice at once crashed the journal server on stop (a segfault, -11)."""
+    finder = DetectionFinder()
+    assert len(finder.find(head)) == 1
+    start = threading.Barrier(4)
+
+    def close() -> None:
+        start.wait(10)
+        finder.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        for f in [pool.submit(close) for _ in range(4)]:
+            f.result(timeout=60)
+    finder.close()  # and once more, afterwards
