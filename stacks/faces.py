@@ -171,6 +171,10 @@ class _TasksFinder:
         self._pid = os.getpid()
         _open_finders.add(self)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         with self._closing:
             if self._closed:
@@ -366,9 +370,14 @@ def thread_finder(detector: Detector) -> FaceFinder:
     cache: dict[str, FaceFinder] | None = getattr(_local, "finders", None)
     if cache is None:
         cache = _local.finders = {}
-    if detector not in cache:
+    if _live(cache, detector) is None:  # first use, or ``close_finders`` closed it since
         cache[detector] = make_finder(detector)
     return cache[detector]
+
+
+def _live(cache: dict[str, FaceFinder] | None, detector: Detector) -> FaceFinder | None:
+    finder = (cache or {}).get(detector)
+    return None if finder is None or getattr(finder, "closed", False) else finder
 
 
 class BackgroundFinder:
@@ -404,9 +413,8 @@ def thread_background_finder(detector: Detector) -> BackgroundFinder:
 
 def quiet_thread_finder(detector: Detector) -> FaceFinder:
     """``thread_finder``, with MediaPipe's start-up lines kept off the terminal the first time."""
-    cache = getattr(_local, "finders", None)
-    if cache is not None and detector in cache:
-        return cache[detector]
+    if (finder := _live(getattr(_local, "finders", None), detector)) is not None:
+        return finder
     with native_stderr_silenced():
         finder = thread_finder(detector)
         finder.find(np.zeros((64, 64, 3), np.uint8))  # the delegate logs on the first frame

@@ -1,4 +1,4 @@
-"""MediaPipe's C++ lines are kept off the terminal by pointing fd 2 at /dev/null; threads share that."""
+"""Face finders across threads and runs: one shared fd-2 silence, one close, a closed cached finder rebuilt."""
 
 from __future__ import annotations
 
@@ -53,3 +53,18 @@ def test_a_finder_closed_from_two_threads_at_once_closes_once(head) -> None:
         for f in [pool.submit(close) for _ in range(4)]:
             f.result(timeout=60)
     finder.close()  # and once more, afterwards
+
+
+def test_a_thread_finder_closed_by_close_finders_is_built_again(head) -> None:
+    """cli.main() closes every finder on its way out; the next stage run in the same process (tests, a
+    notebook) must get a working finder, not the closed one its thread cached."""
+    from stacks.faces import BackgroundFinder, close_finders, quiet_thread_finder, thread_finder
+
+    first = thread_finder("detection")
+    background = BackgroundFinder("detection")
+    assert len(first.find(head)) == 1 and len(background.find(head)) == 1
+    close_finders()
+    assert first.closed
+    assert len(thread_finder("detection").find(head)) == 1 and thread_finder("detection") is not first
+    assert len(quiet_thread_finder("detection").find(head)) == 1
+    assert len(background.find(head)) == 1
