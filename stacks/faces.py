@@ -154,56 +154,61 @@ def _mp_image(rgb: np.ndarray):  # -> mediapipe.Image
 
 
 class _TasksFinder:
-    """What both finders share: a Tasks ``FaceDetector`` that is closed quietly, in its own process only.
+    """What both finders share: a Tasks ``FaceDetector``, closed once, in its own process only.
 
-    Closing prints a line of MediaPipe's to stderr, so it is done with fd 2 silenced: explicitly, when the
-    finder is freed (a worker thread ends), or at exit. A child forked with Python's fork handling
-    (``os.fork``, ``subprocess`` with ``preexec_fn`` as Ray starts its processes) drops the other threads'
-    state and with it the finders in their thread-locals; closing a detector there would hand the call to a
-    thread the child does not have and wait for ever, so a finder freed in a process other than its own
-    keeps its detector referenced until the child execs or exits (tests/test_fork_safety.py).
+    Closing prints a line of MediaPipe's to stderr, and fd 2 is the whole process's: silencing it while
+    another thread prints would swallow that line. So the finders of the stages are not closed when the
+    thread that used them ends: they go back to a spare list (``_Lease``) for the next thread, and
+    ``close_finders`` closes them all once, on the way out of ``cli.py``, when nothing else prints.
+
+    A child forked with Python's fork handling (``os.fork``, ``subprocess`` with ``preexec_fn`` as Ray starts
+    its processes) drops the other threads' state and may free finders there; closing a detector in the
+    child would hand the call to a thread the child does not have and wait for ever. So a finder is only
+    used and closed in the process that built it; in another, its detector is kept, never freed, until the
+    child execs or exits (tests/test_fork_safety.py).
     """
 
     def __init__(self, min_confidence: float) -> None:
         self._detector = _tasks_face_detector(min_confidence)
-        self._closing = threading.Lock()  # a thread that ends and close_finders() may close it at once
+        self._closing = threading.Lock()  # two threads may close it at once (a crash in MediaPipe)
         self._closed = False
         self._pid = os.getpid()
-        _open_finders.add(self)
+        _open_finders.append(weakref.ref(self))
 
     @property
-    def closed(self) -> bool:
-        return self._closed
+    def usable(self) -> bool:
+        """Open, and built in this process."""
+        return not self._closed and self._pid == os.getpid()
 
     def close(self) -> None:
         with self._closing:
-            if self._closed:
+            if self._closed or self._pid != os.getpid():
                 return
             self._closed = True
             with native_stderr_silenced():
                 self._detector.close()
-        _open_finders.discard(self)
 
     def __del__(self) -> None:
-        if getattr(self, "_pid", None) is None:
-            return  # never finished building
-        if self._pid == os.getpid():
-            with contextlib.suppress(Exception):
-                self.close()
-        else:
+        if getattr(self, "_pid", os.getpid()) != os.getpid():
             _inherited.append(self._detector)
 
 
 _inherited: list = []  # the detectors a forked child inherited: never freed there
-_open_finders: weakref.WeakSet[_TasksFinder] = weakref.WeakSet()
+# Every finder built (weakly): list.append and a copy are atomic under the GIL, where iterating a WeakSet
+# that another thread changes is not.
+_open_finders: list[weakref.ref[_TasksFinder]] = []
 
 
 def close_finders() -> None:
-    """Close every finder still open (their detectors' threads end). Entry points call it on the way out:
-    at interpreter exit it is too late, the thread pools MediaPipe closes through are already shut."""
-    for finder in list(_open_finders):
-        with contextlib.suppress(Exception):
-            finder.close()
+    """Close every finder of this process still open. Entry points call it on the way out: at interpreter
+    exit it is too late, the thread pools MediaPipe closes through are already shut."""
+    _spares.clear()
+    for ref in _open_finders[:]:
+        finder = ref()
+        if finder is not None:
+            with contextlib.suppress(Exception):
+                finder.close()
+    _open_finders[:] = [ref for ref in _open_finders if (f := ref()) is not None and f.usable]
 
 
 class DetectionFinder(_TasksFinder):
@@ -363,21 +368,53 @@ def make_finder(detector: Detector) -> FaceFinder:
 
 
 _local = threading.local()
+_spares: dict[str, list[FaceFinder]] = {}  # finders whose threads ended, for the next thread that needs one
+
+
+class _Lease:
+    """A thread's hold on a finder. When the thread ends, its thread-locals go, and with them the lease,
+    which hands the finder to the next thread instead of closing it (see ``_TasksFinder``)."""
+
+    __slots__ = ("finder", "detector")
+
+    def __init__(self, finder: FaceFinder, detector: Detector) -> None:
+        self.finder, self.detector = finder, detector
+
+    def __del__(self) -> None:
+        if _usable(self.finder):
+            _spares.setdefault(self.detector, []).append(self.finder)  # atomic: no lock in a finaliser
+
+
+def _usable(finder: FaceFinder) -> bool:
+    return getattr(finder, "usable", True)
+
+
+def _spare(detector: Detector) -> FaceFinder | None:
+    spares = _spares.get(detector, [])
+    while spares:
+        try:
+            finder = spares.pop()
+        except IndexError:  # another thread took the last one
+            return None
+        if _usable(finder):
+            return finder
+    return None
+
+
+def _live(detector: Detector) -> FaceFinder | None:
+    lease = getattr(_local, "finders", {}).get(detector)
+    return lease.finder if lease is not None and _usable(lease.finder) else None
 
 
 def thread_finder(detector: Detector) -> FaceFinder:
-    """This thread's finder for ``detector``, built on first use and reused afterwards."""
-    cache: dict[str, FaceFinder] | None = getattr(_local, "finders", None)
-    if cache is None:
-        cache = _local.finders = {}
-    if _live(cache, detector) is None:  # first use, or ``close_finders`` closed it since
-        cache[detector] = make_finder(detector)
-    return cache[detector]
-
-
-def _live(cache: dict[str, FaceFinder] | None, detector: Detector) -> FaceFinder | None:
-    finder = (cache or {}).get(detector)
-    return None if finder is None or getattr(finder, "closed", False) else finder
+    """This thread's finder for ``detector``: on first use a spare one, else a new one; reused afterwards."""
+    finder = _live(detector)
+    if finder is None:  # first use here, or closed since (``close_finders``), or built before a fork
+        finder = _spare(detector) or make_finder(detector)
+        if not hasattr(_local, "finders"):
+            _local.finders = {}
+        _local.finders[detector] = _Lease(finder, detector)
+    return finder
 
 
 class BackgroundFinder:
@@ -413,7 +450,7 @@ def thread_background_finder(detector: Detector) -> BackgroundFinder:
 
 def quiet_thread_finder(detector: Detector) -> FaceFinder:
     """``thread_finder``, with MediaPipe's start-up lines kept off the terminal the first time."""
-    if (finder := _live(getattr(_local, "finders", None), detector)) is not None:
+    if (finder := _live(detector)) is not None:
         return finder
     with native_stderr_silenced():
         finder = thread_finder(detector)
@@ -432,7 +469,7 @@ def quiet_background_finder(detector: Detector) -> BackgroundFinder:
     return finder
 
 
-_silencing = threading.Lock()
+_silencing = threading.RLock()  # re-entrant: a finder freed by the garbage collector inside it closes quietly too
 _silenced = {"depth": 0, "saved": -1}  # how many threads are inside, and the real fd 2 while they are
 
 

@@ -64,7 +64,28 @@ def test_a_thread_finder_closed_by_close_finders_is_built_again(head) -> None:
     background = BackgroundFinder("detection")
     assert len(first.find(head)) == 1 and len(background.find(head)) == 1
     close_finders()
-    assert first.closed
+    assert not first.usable
     assert len(thread_finder("detection").find(head)) == 1 and thread_finder("detection") is not first
     assert len(quiet_thread_finder("detection").find(head)) == 1
     assert len(background.find(head)) == 1
+
+
+def test_a_finished_threads_finder_is_reused_not_closed(head) -> None:
+    """Closing prints MediaPipe's line on fd 2; a worker thread that ends hands its finder to the next one."""
+    from stacks.faces import thread_finder
+
+    def use() -> object:
+        finder = thread_finder("detection")
+        assert len(finder.find(head)) == 1
+        return finder
+
+    first = threading.Thread(target=lambda: found.append(use()))
+    found: list = []
+    first.start()
+    first.join(30)
+    first_finder = found[0]
+    assert first_finder.usable  # its thread ended, and it was not closed
+    second = threading.Thread(target=lambda: found.append(use()))
+    second.start()
+    second.join(30)
+    assert found[1] is first_finder

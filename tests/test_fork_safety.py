@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from stacks.faces import BackgroundFinder, make_finder
+from stacks.faces import BackgroundFinder, make_finder, thread_finder
 
 CHILD_SECONDS = 60
 
@@ -45,6 +45,22 @@ def test_a_forked_child_survives_the_finders_other_threads_hold_and_finds_faces(
             os._exit(code)
     assert _wait(pid) == 0  # -11 would be a segfault, 2 no face found
     assert len(searcher.find(head)) == 1  # the parent's detector still works
+
+
+@pytest.mark.timeout(CHILD_SECONDS + 30)  # a child stuck before exec holds Popen itself: only this ends it
+def test_a_forked_child_builds_its_own_thread_finder(head: np.ndarray) -> None:
+    """The forking thread keeps its thread-locals in the child: its cached finder is the parent's, whose
+    MediaPipe thread the child does not have. The child must build its own instead of waiting for ever."""
+    assert len(thread_finder("detection").find(head)) == 1
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            code = 0 if len(thread_finder("detection").find(head)) == 1 else 2
+        finally:
+            os._exit(code)
+    assert _wait(pid) == 0
+    assert len(thread_finder("detection").find(head)) == 1
 
 
 @pytest.mark.timeout(CHILD_SECONDS + 30)  # a child stuck before exec holds Popen itself: only this ends it
