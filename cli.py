@@ -25,7 +25,8 @@ import signal
 import sys
 from pathlib import Path
 
-# MediaPipe's C++ side logs a few lines per graph to stderr; keep the terminal for our output.
+# Quieter native libraries (glog, TensorFlow Lite) where they honour these; MediaPipe 1.x's own start-up lines
+# do not, and stacks/faces.py keeps them off the terminal.
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

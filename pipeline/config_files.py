@@ -7,9 +7,8 @@ grid file, a `train --config` file and a `scrape --queries` file fail the same w
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 
 class ConfigFileError(ValueError):

@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -592,7 +592,7 @@ def _row(video: Video, label: str, query: str, file: str, duration: float, width
             "height": str(height), "bytes": str(size),
             "rendition": f"{rendition.quality} {rendition.width}x{rendition.height}".strip(),
             "parent": parent, "start": start, "end": end,
-            "downloaded_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            "downloaded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 class _Fetcher:

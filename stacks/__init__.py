@@ -14,8 +14,8 @@ defines a stack and the network input made from it.
 import os
 
 # FFmpeg and OpenCV print per-file warnings (e.g. "moov atom not found") that the prepare report already
-# records with the file's name, and MediaPipe's C++ side logs a few lines per graph: keep the terminal for
-# our output. Set here, before any module of this package imports cv2 or mediapipe.
+# records with the file's name; glog and TensorFlow Lite honour the last two (MediaPipe 1.x's start-up lines
+# do not: faces.py keeps them off the terminal). Set here, before any module of this package imports cv2.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 os.environ.setdefault("GLOG_minloglevel", "2")

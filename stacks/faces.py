@@ -1,10 +1,11 @@
 """Find faces with MediaPipe and turn them into square crop boxes.
 
-MediaPipe graphs are not thread-safe, and building one costs far more than running it on a frame,
-so each thread builds one finder the first time it needs it and reuses it for every clip
-(``thread_finder``); `prepare` and `predict` search on a companion thread of the decoding thread
-(``BackgroundFinder``), which holds that thread's graph. Both finders are stateless between calls
-(no tracking), so a finder reused across clips cannot carry one clip's face position into the next.
+MediaPipe's detectors are not to be shared between threads at once, and building one costs far more than
+running it on a frame, so each thread takes one finder the first time it needs it and reuses it for every
+clip (``thread_finder``); `prepare` and `predict` search on a companion thread of the decoding thread
+(``BackgroundFinder``), which holds that thread's finder. The stages' finders are stateless between calls
+(no tracking; ``MeshFinder(track=True)`` is the benchmark's seed method), so a finder reused across clips
+cannot carry one clip's face position into the next.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm import tqdm
@@ -200,7 +200,7 @@ def _relabeller(config: PrepareConfig, source: Path) -> Relabeller:
 def run_prepare(config: PrepareConfig) -> PrepareResult:
     source, out, settings = Path(config.source), Path(config.out), config.stack
     _check_source(source)
-    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    started, t0 = datetime.now(UTC), time.perf_counter()
     relabeller = _relabeller(config, source)
     try:
         sources, rejected = discover(source, config.labels, config.layout, relabeller)
