@@ -438,6 +438,10 @@ class BackgroundFinder:
     def find(self, rgb: np.ndarray) -> list[Box]:
         return self._pool.submit(lambda: thread_finder(self.detector).find(rgb)).result()
 
+    def ready(self) -> bool:
+        """Whether its thread holds a usable finder (none yet, or ``close_finders`` closed it: no)."""
+        return self._pool.submit(lambda: _live(self.detector) is not None).result()
+
 
 def thread_background_finder(detector: Detector) -> BackgroundFinder:
     """This thread's ``BackgroundFinder`` for ``detector``, built on first use and reused afterwards."""
@@ -460,13 +464,11 @@ def quiet_thread_finder(detector: Detector) -> FaceFinder:
 
 
 def quiet_background_finder(detector: Detector) -> BackgroundFinder:
-    """``thread_background_finder``, its graph built (quietly) before it is returned."""
-    cache = getattr(_local, "background", None)
-    if cache is not None and detector in cache:
-        return cache[detector]
+    """``thread_background_finder``, its finder built (quietly) before it is returned."""
     finder = thread_background_finder(detector)
-    with native_stderr_silenced():
-        finder.find(np.zeros((64, 64, 3), np.uint8))
+    if not finder.ready():
+        with native_stderr_silenced():
+            finder.find(np.zeros((64, 64, 3), np.uint8))
     return finder
 
 
