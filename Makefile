@@ -76,10 +76,9 @@ bench: bench-deps
 # 3x3 instead of 2x2 feature maps); the best epoch by PublicTest accuracy, reported on PrivateTest; an int8
 # compact copy that keeps the real margin of the training crops and averages each face with its mirror
 # image. Then the FER+ stage: the same faces with FER+'s ten annotators' votes, 3 epochs at 80 px from that
-# file with soft targets (cross-entropy with the vote shares), the best epoch by FER+ valid; then 5 more
-# epochs from that one with a loss weighted by the square root of inverse class frequency, the best epoch by
-# FER+ valid UAR, reported on FER+ test; exported the same way, and as int8 ONNX with a face every 1/3 s
-# (what predict and the journal serve). About 5 hours on 2 idle CPU cores; every step resumes where it stopped.
+# file with soft targets (cross-entropy with the vote shares), the best epoch by FER+ valid, reported on FER+
+# test; exported the same way, and as int8 ONNX with a face every 1/3 s (what predict and the journal serve).
+# About 4.5 hours on 2 idle CPU cores; every step resumes where it stopped.
 FER2013 ?= ../shared/data/fer2013
 FERPLUS ?= ../shared/data/ferplus
 FERPLUS_STACKS := data/stacks/ferplus_48
@@ -103,12 +102,7 @@ default-model: setup
 		--weight-decay 0.05 --init models/default/fer2013_resnet18.pt --lr 5e-4 --epochs 3 --patience 8 \
 		--head-dropout 0.3 --head-dropout-hidden 0.2 --name ferplus_resnet18_80_soft --no-progress \
 		$(call resume,ferplus_resnet18_80_soft)
-	$(PY) cli.py export runs/ferplus_resnet18_80_soft --compact runs/ferplus_resnet18_80_soft/compact.pt --mirror
-	$(PY) cli.py train --data $(FERPLUS_STACKS) --targets soft --balance sqrt --monitor uar --backbone resnet18 \
-		--image-size 80 --batch-size 64 --weight-decay 0.05 --init runs/ferplus_resnet18_80_soft/compact.pt \
-		--lr 3e-4 --warmup-epochs 0.3 --epochs 5 --head-dropout 0.3 --head-dropout-hidden 0.2 \
-		--name ferplus_resnet18_80_sqrt --no-progress $(call resume,ferplus_resnet18_80_sqrt)
-	$(PY) cli.py export runs/ferplus_resnet18_80_sqrt --compact models/default/ferplus_resnet18.pt --mirror
+	$(PY) cli.py export runs/ferplus_resnet18_80_soft --compact models/default/ferplus_resnet18.pt --mirror
 	$(PY) cli.py export models/default/ferplus_resnet18.pt --onnx models/default/ferplus_resnet18_int8.onnx \
 		--int8 $(FER2013)/train --serve-interval 0.333333
 	$(PY) cli.py evaluate models/default/ferplus_resnet18.pt --split test --data $(FERPLUS_STACKS) --out runs/default_model
