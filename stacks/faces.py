@@ -192,9 +192,15 @@ class _TasksFinder:
     def __del__(self) -> None:
         if getattr(self, "_pid", os.getpid()) != os.getpid():
             _inherited.append(self._detector)
+        elif not getattr(self, "_closed", True):
+            _unclosed.append((self._pid, self._detector))  # closed by close_finders, not by the collector
 
 
 _inherited: list = []  # the detectors a forked child inherited: never freed there
+# Detectors whose finder was dropped unclosed. Freeing one makes MediaPipe close it then and there, on
+# whatever thread the last reference went, and such a close has hung in the test suite (300 s, once in four
+# full runs); the stages close theirs explicitly, at the end, with close_finders.
+_unclosed: list[tuple[int, object]] = []
 # Every finder built (weakly): list.append and a copy are atomic under the GIL, where iterating a WeakSet
 # that another thread changes is not.
 _open_finders: list[weakref.ref[_TasksFinder]] = []
@@ -204,6 +210,13 @@ def close_finders() -> None:
     """Close every finder of this process still open. Entry points call it on the way out: at interpreter
     exit it is too late, the thread pools MediaPipe closes through are already shut."""
     _spares.clear()
+    while _unclosed:
+        pid, detector = _unclosed.pop()
+        if pid != os.getpid():  # a forked child: the parent's detector is kept, never closed here
+            _inherited.append(detector)
+            continue
+        with contextlib.suppress(Exception), native_stderr_silenced():
+            detector.close()
     for ref in _open_finders[:]:
         finder = ref()
         if finder is not None:
