@@ -64,6 +64,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import stacks  # noqa: E402, F401, I001  (quiet native logging: first, before cv2 and mediapipe load)
+from stacks.faces import close_finders  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -478,4 +479,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        close_finders()  # while MediaPipe can still close them (not at interpreter exit)

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stacks.faces import DetectionFinder, MeshFinder, square_box  # noqa: E402
+from stacks.faces import DetectionFinder, MeshFinder, close_finders, square_box  # noqa: E402
 from tests.fixtures.clips import load_photo  # noqa: E402
 
 
@@ -83,4 +83,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        close_finders()  # while MediaPipe can still close them (not at interpreter exit)

@@ -46,6 +46,7 @@ from benchmarks.prepare_speed import to_h264  # noqa: E402
 from models.served import DEFAULT_MODEL, SERVED_MODEL, load_serving_model  # noqa: E402
 from pipeline.serve.export import export_onnx  # noqa: E402
 from pipeline.serve.predict import classify_stacks, clip_windows, predict_file  # noqa: E402
+from stacks.faces import close_finders  # noqa: E402
 from stacks.video import VideoReader, decode_threads  # noqa: E402
 from tests.fixtures.clips import astronaut_head, make_face_clip  # noqa: E402
 
@@ -149,4 +150,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        close_finders()  # while MediaPipe can still close them (not at interpreter exit)

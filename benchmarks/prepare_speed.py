@@ -58,7 +58,15 @@ import numpy as np  # noqa: E402
 
 from pipeline.prepare.run import run_prepare  # noqa: E402
 from pipeline.prepare.settings import PrepareConfig  # noqa: E402
-from stacks.faces import DetectionFinder, MeshFinder, crop_grey, find_faces, native_stderr_silenced, square_box  # noqa: E402,E501
+from stacks.faces import (  # noqa: E402,E501
+    DetectionFinder,
+    MeshFinder,
+    close_finders,
+    crop_grey,
+    find_faces,
+    native_stderr_silenced,
+    square_box,
+)
 from stacks.settings import StackSettings  # noqa: E402
 from tests.fixtures.clips import astronaut_head, load_photo, make_face_clip  # noqa: E402
 
@@ -303,4 +311,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        close_finders()  # while MediaPipe can still close them (not at interpreter exit)

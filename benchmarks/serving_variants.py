@@ -34,6 +34,7 @@ import torch  # noqa: E402
 import stacks  # noqa: E402, F401  (quiet native logging before cv2 and mediapipe load)
 from models.served import DEFAULT_MODEL, ServingModel, load_serving_model  # noqa: E402
 from pipeline.serve.predict import PredictError, predict_file  # noqa: E402
+from stacks.faces import close_finders  # noqa: E402
 from stacks.video import VideoReader, decode_threads  # noqa: E402
 from tests.fixtures.clip_sets import make_clip_set  # noqa: E402
 
@@ -112,4 +113,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        close_finders()  # while MediaPipe can still close them (not at interpreter exit)

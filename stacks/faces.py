@@ -190,10 +190,11 @@ class _TasksFinder:
                 self._detector.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_pid", os.getpid()) != os.getpid():
-            _inherited.append(self._detector)
-        elif not getattr(self, "_closed", True):
-            _unclosed.append((self._pid, self._detector))  # closed by close_finders, not by the collector
+        with contextlib.suppress(Exception):  # at interpreter shutdown this module's globals are gone
+            if getattr(self, "_pid", os.getpid()) != os.getpid():
+                _inherited.append(self._detector)
+            elif not getattr(self, "_closed", True):
+                _unclosed.append((self._pid, self._detector))  # closed by close_finders, not the collector
 
 
 _inherited: list = []  # the detectors a forked child inherited: never freed there
