@@ -157,16 +157,16 @@ def _mp_image(rgb: np.ndarray):  # -> mediapipe.Image
 class _TasksFinder:
     """What both finders share: a Tasks ``FaceDetector``, closed once, in its own process only.
 
-    Closing prints a line of MediaPipe's to stderr, and fd 2 is the whole process's: silencing it while
-    another thread prints would swallow that line. So the finders of the stages are not closed when the
-    thread that used them ends: they go back to a spare list (``_Lease``) for the next thread, and
-    ``close_finders`` closes them all once, on the way out of ``cli.py``, when nothing else prints.
+    Every detector is held by this module until ``close_finders`` closes it (on the way out of ``cli.py``, the
+    benchmarks and the test session), never freed by the garbage collector: MediaPipe 1.2.3 runs each
+    detector's calls on a thread pool of its own, and when a detector ends up in a reference cycle the
+    collector first lets that pool's thread go, then the detector's finaliser waits on it for ever (a
+    ``predict`` hung so in the test suite). Held, a detector is also never freed in a child forked with
+    Python's fork handling (``os.fork``, ``subprocess`` with ``preexec_fn`` as Ray starts its processes),
+    where closing it would wait on a thread the child does not have (tests/test_fork_safety.py).
 
-    A child forked with Python's fork handling (``os.fork``, ``subprocess`` with ``preexec_fn`` as Ray starts
-    its processes) drops the other threads' state and may free finders there; closing a detector in the
-    child would hand the call to a thread the child does not have and wait for ever. So a finder is only
-    used and closed in the process that built it; in another, its detector is kept, never freed, until the
-    child execs or exits (tests/test_fork_safety.py).
+    Closing prints a line of MediaPipe's on fd 2, which is the whole process's: the finders of threads
+    that end are handed to the next thread (``_Lease``) rather than closed while others may print.
     """
 
     def __init__(self, min_confidence: float) -> None:
@@ -174,6 +174,7 @@ class _TasksFinder:
         self._closing = threading.Lock()  # two threads may close it at once (a crash in MediaPipe)
         self._closed = False
         self._pid = os.getpid()
+        _detectors.append((self._pid, self._detector))
         _open_finders.append(weakref.ref(self))
 
     @property
@@ -189,41 +190,29 @@ class _TasksFinder:
             with native_stderr_silenced():
                 self._detector.close()
 
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # at interpreter shutdown this module's globals are gone
-            if getattr(self, "_pid", os.getpid()) != os.getpid():
-                _inherited.append(self._detector)
-            elif not getattr(self, "_closed", True):
-                _unclosed.append((self._pid, self._detector))  # closed by close_finders, not the collector
 
-
-_inherited: list = []  # the detectors a forked child inherited: never freed there
-# Detectors whose finder was dropped unclosed. Freeing one makes MediaPipe close it then and there, on
-# whatever thread the last reference went, and such a close has hung in the test suite (300 s, once in four
-# full runs); the stages close theirs explicitly, at the end, with close_finders.
-_unclosed: list[tuple[int, object]] = []
-# Every finder built (weakly): list.append and a copy are atomic under the GIL, where iterating a WeakSet
-# that another thread changes is not.
+# Every detector built, with the process that built it (see ``_TasksFinder``), and every finder (weakly).
+# list.append and a copy are atomic under the GIL, where iterating a WeakSet that another thread changes is not.
+_detectors: list[tuple[int, object]] = []
 _open_finders: list[weakref.ref[_TasksFinder]] = []
 
 
 def close_finders() -> None:
-    """Close every finder of this process still open. Entry points call it on the way out: at interpreter
+    """Close every finder and detector of this process. Entry points call it on the way out: at interpreter
     exit it is too late, the thread pools MediaPipe closes through are already shut."""
     _spares.clear()
-    while _unclosed:
-        pid, detector = _unclosed.pop()
-        if pid != os.getpid():  # a forked child: the parent's detector is kept, never closed here
-            _inherited.append(detector)
-            continue
-        with contextlib.suppress(Exception), native_stderr_silenced():
-            detector.close()
     for ref in _open_finders[:]:
         finder = ref()
         if finder is not None:
             with contextlib.suppress(Exception):
                 finder.close()
     _open_finders[:] = [ref for ref in _open_finders if (f := ref()) is not None and f.usable]
+    here = os.getpid()
+    for pid, detector in _detectors[:]:
+        if pid == here:
+            with contextlib.suppress(Exception), native_stderr_silenced():
+                detector.close()  # idempotent: those of the finders above are closed already
+    _detectors[:] = [(pid, detector) for pid, detector in _detectors if pid != here]
 
 
 class DetectionFinder(_TasksFinder):
