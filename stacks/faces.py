@@ -385,8 +385,9 @@ class _Lease:
         self.finder, self.detector = finder, detector
 
     def __del__(self) -> None:
-        if _usable(self.finder):
-            _spares.setdefault(self.detector, []).append(self.finder)  # atomic: no lock in a finaliser
+        with contextlib.suppress(Exception):  # at interpreter shutdown this module's globals are gone
+            if _usable(self.finder):
+                _spares.setdefault(self.detector, []).append(self.finder)  # atomic: no lock in a finaliser
 
 
 def _usable(finder: FaceFinder) -> bool:
