@@ -2,9 +2,10 @@
 
 The clips are journal-style: 4 s, 640x480, 30 fps, a real labelled face photo (../shared/data/faces:
 anger, happy, neutral, sad, surprise) drifting across a wall, made by ``tests.fixtures.clip_sets.make_clip_set``
-and named ``<Label>_<NNNN>.mp4``. Both systems are 7-class FER2013 models; each clip's answer is the
+and named ``<Label>_<NNNN>.mp4``. All three systems are 7-class models; each clip's answer is the
 argmax over the five classes that match the photo labels (anger <- angry, happy, neutral, sad,
-surprise; disgust and fear are ignored):
+surprise; disgust and fear are ignored). The report also gives the answer over all seven classes, the
+one `predict` and the journal show, where a "disgust" or "fear" (no clip shows either) is wrong:
 
   ours  ``predict_file`` with the shipped model (or --model): faces found by MediaPipe on every k-th
         frame (k = the model's interval), per-frame probabilities averaged over each window, windows
@@ -89,6 +90,8 @@ LABEL_CLASSES = {"anger": "angry", "happy": "happy", "neutral": "neutral", "sad"
 FACEAPI_CLASSES = {"anger": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad", "surprise": "surprised"}
 LABELS = tuple(LABEL_CLASSES)
 NO_FACE = "no face"
+# The classes no clip here shows, one name for each system's spelling: an answer of one is wrong.
+OTHER_CLASSES = {"disgusted": "disgust", "fearful": "fear"}
 POOLINGS = ("mean", "geometric", "vote")
 LOG_FLOOR = 1e-12  # a softmax can underflow to 0; log(0) would let one frame veto a class
 
@@ -158,6 +161,10 @@ class ClipResult:
     faceapi_probs: np.ndarray | None = None
     faceapi_face_ratio: float = 0.0
     faceapi_seconds: float = 0.0
+    # The answer over all of a system's classes, as `predict` shows it (None: fer's, taken from a CSV without it)
+    ours_all: str = NO_FACE
+    faceapi_all: str = NO_FACE
+    fer_all: str | None = NO_FACE
 
 
 def class_columns(classes: tuple[str, ...], system: str, names: dict[str, str] = LABEL_CLASSES) -> list[int]:
@@ -166,6 +173,15 @@ def class_columns(classes: tuple[str, ...], system: str, names: dict[str, str] =
     if missing:
         raise SystemExit(f"{system} has no class {missing} (its classes: {', '.join(classes)})")
     return [classes.index(names[label]) for label in LABELS]
+
+
+def full_answer(probs: np.ndarray, classes: tuple[str, ...], names: dict[str, str]) -> str:
+    """The argmax over all of a system's classes: the label it stands for, else the class itself (disgust,
+    fear), which no clip shows. The five-label answer hides how often a system says "disgust" to a calm
+    face; this is the answer a user reads."""
+    top = classes[int(np.argmax(probs))]
+    label = next((label for label, name in names.items() if name == top), None)
+    return label if label is not None else OTHER_CLASSES.get(top, top)
 
 
 def pooled_labels(frame_probs: list[np.ndarray], columns: list[int]) -> tuple[dict[str, str], np.ndarray]:
@@ -205,6 +221,7 @@ def run_ours(clip: Path, model: ServingModel, columns: list[int], result: ClipRe
     np.testing.assert_allclose(mean, prediction.probs, rtol=0, atol=1e-5,
                                err_msg=f"{clip.name}: per-frame route does not reproduce Prediction.probs")
     result.ours_probs = prediction.probs[columns]
+    result.ours_all = full_answer(prediction.probs, model.classes, LABEL_CLASSES)
     result.ours_face_ratio = prediction.face_ratio
     return prediction
 
@@ -242,6 +259,7 @@ def run_faceapi(clip: Path, prediction: Prediction | None, faceapi: FaceApiExpre
     if len(crops):
         result.faceapi_probs = probs.mean(axis=0)[columns]
         result.faceapi = LABELS[int(np.argmax(result.faceapi_probs))]
+        result.faceapi_all = full_answer(probs.mean(axis=0), faceapi.classes, FACEAPI_CLASSES)
 
 
 def run_fer(clip: Path, fer: FerReference, every: int, columns: list[int], result: ClipResult) -> None:
@@ -252,9 +270,11 @@ def run_fer(clip: Path, fer: FerReference, every: int, columns: list[int], resul
     if probs is not None:
         result.fer_probs = probs[columns]
         result.fer = LABELS[int(np.argmax(result.fer_probs))]
+        result.fer_all = full_answer(probs, FER_LABELS, LABEL_CLASSES)
 
 
-FerAnswer = tuple[str, np.ndarray | None, float]  # label (or NO_FACE), the 5 labels' probabilities, face share
+# label (or NO_FACE), the 5 labels' probabilities, face share, all-class answer (None: the CSV predates it)
+FerAnswer = tuple[str, np.ndarray | None, float, str | None]
 
 
 def read_fer_answers(path: Path) -> dict[str, FerAnswer]:
@@ -264,14 +284,15 @@ def read_fer_answers(path: Path) -> dict[str, FerAnswer]:
         for row in csv.DictReader(f):
             cells = [row[f"fer_p_{label}"] for label in LABELS]
             probs = None if not all(cells) else np.array([float(v) for v in cells])
-            answers[row["clip"]] = (row["fer"], probs, float(row["fer_face_ratio"]))
+            answers[row["clip"]] = (row["fer"], probs, float(row["fer_face_ratio"]), row.get("fer_all") or None)
     return answers
 
 
 def check_fer_answer(result: ClipResult, earlier: FerAnswer, source: Path) -> None:
-    label, probs, _ = earlier
-    same = result.fer == label and ((probs is None and result.fer_probs is None) or (
-        probs is not None and result.fer_probs is not None and np.abs(probs - result.fer_probs).max() < 1e-4))
+    label, probs, _, label_all = earlier
+    same_probs = (probs is None and result.fer_probs is None) or (
+        probs is not None and result.fer_probs is not None and np.abs(probs - result.fer_probs).max() < 1e-4)
+    same = result.fer == label and label_all in (None, result.fer_all) and same_probs
     if not same:
         raise SystemExit(f"clip_accuracy: fer on {result.clip} now gives {result.fer} but {source} says {label}: "
                          "that CSV is from other clips or settings; run without --fer-from")
@@ -352,9 +373,39 @@ def report(results: list[ClipResult], header: list[str], fer_name: str) -> tuple
         only_b = sum(y and not x for x, y in zip(right[a], right[b]))
         lines.append(f"  {a} vs {b}: {only_a} / {only_b}   p = {mcnemar_p(only_a, only_b):.3f}")
 
+    lines += [""] + all_class_report(results, fer_name)
     for name in ("ours (mean)", FACEAPI_NAME, fer_name):
         lines += [""] + confusion_text(cms[name], name)
     return "\n".join(lines), {"ours": cms["ours (mean)"], "fer": cms[fer_name], "faceapi": cms[FACEAPI_NAME]}
+
+
+def all_class_report(results: list[ClipResult], fer_name: str) -> list[str]:
+    """Accuracy, recall and the wrong-class answers when each system answers over all its classes."""
+    systems = {"ours (mean)": [r.ours_all for r in results], FACEAPI_NAME: [r.faceapi_all for r in results]}
+    if all(r.fer_all is not None for r in results):
+        systems[fer_name] = [r.fer_all for r in results]
+    truths = [r.truth for r in results]
+    name_w = max(len(s) for s in systems) + 2
+    lines = ["answer over all of each system's classes (what `predict` shows; a class no clip shows is wrong):",
+             f"{'system':<{name_w}}{'accuracy':>9}{'UAR':>8}" + "".join(f"{label:>10}" for label in LABELS)
+             + "   answers of a class no clip shows"]
+    for name, answers in systems.items():
+        recall = [np.mean([a == label for a, t in zip(answers, truths) if t == label]) for label in LABELS]
+        others = {}
+        for answer in answers:
+            if answer not in LABELS and answer != NO_FACE:
+                others[answer] = others.get(answer, 0) + 1
+        lines.append(f"{name:<{name_w}}{np.mean([a == t for a, t in zip(answers, truths)]):>9.1%}"
+                     f"{np.mean(recall):>8.1%}" + "".join(f"{r:>10.1%}" for r in recall) + "   "
+                     + (", ".join(f"{k} {v}" for k, v in sorted(others.items())) or "none"))
+    if fer_name not in systems:
+        lines.append(f"({fer_name}: its answers come from a CSV that predates the all-class answer)")
+    right = {name: [a == t for a, t in zip(answers, truths)] for name, answers in systems.items()}
+    a, b = "ours (mean)", FACEAPI_NAME
+    only_a = sum(x and not y for x, y in zip(right[a], right[b]))
+    only_b = sum(y and not x for x, y in zip(right[a], right[b]))
+    lines.append(f"  {a} vs {b}: {only_a} / {only_b} discordant   p = {mcnemar_p(only_a, only_b):.3f}")
+    return lines
 
 
 def write_csv(results: list[ClipResult], path: Path) -> None:
@@ -366,12 +417,14 @@ def write_csv(results: list[ClipResult], path: Path) -> None:
         writer.writerow(["clip", "true", "ours", "ours_geometric", "ours_vote"]
                         + [f"ours_p_{label}" for label in LABELS] + ["ours_face_ratio", "ours_seconds", "fer"]
                         + [f"fer_p_{label}" for label in LABELS] + ["fer_face_ratio", "fer_seconds", "faceapi"]
-                        + [f"faceapi_p_{label}" for label in LABELS] + ["faceapi_face_ratio", "faceapi_seconds"])
+                        + [f"faceapi_p_{label}" for label in LABELS] + ["faceapi_face_ratio", "faceapi_seconds"]
+                        + ["ours_all", "faceapi_all", "fer_all"])
         for r in results:
             writer.writerow([r.clip, r.truth, r.ours["mean"], r.ours["geometric"], r.ours["vote"]]
                             + probs(r.ours_probs) + [f"{r.ours_face_ratio:.4f}", f"{r.ours_seconds:.4f}", r.fer]
                             + probs(r.fer_probs) + [f"{r.fer_face_ratio:.4f}", f"{r.fer_seconds:.4f}", r.faceapi]
-                            + probs(r.faceapi_probs) + [f"{r.faceapi_face_ratio:.4f}", f"{r.faceapi_seconds:.4f}"])
+                            + probs(r.faceapi_probs) + [f"{r.faceapi_face_ratio:.4f}", f"{r.faceapi_seconds:.4f}"]
+                            + [r.ours_all, r.faceapi_all, r.fer_all or ""])
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -431,7 +484,8 @@ def main() -> None:
         "on our sampled frames and face boxes",
         f"clips: {len(clips)} ({', '.join(f'{k} {v}' for k, v in per_label.items())}) from {args.photos}; "
         f"in {args.clips_dir} ({made} made now, {len(clips) - made} reused)",
-        f"answer: argmax over {', '.join(LABELS)} (disgust and fear ignored); no face = wrong.  "
+        f"answer: argmax over {', '.join(LABELS)} (disgust and fear ignored; the all-class answer is apart); "
+        "no face = wrong.  "
         f"threads {args.threads}  cpus {os.cpu_count()}",
     ]
     if model.stack.interval != args.fer_every:
@@ -453,7 +507,7 @@ def main() -> None:
         prediction = run_ours(clip, model, ours_columns, result)
         run_faceapi(clip, prediction, faceapi, faceapi_columns, result)
         if clip.name in earlier and (i - 1) % fer_step:
-            result.fer, result.fer_probs, result.fer_face_ratio = earlier[clip.name]
+            result.fer, result.fer_probs, result.fer_face_ratio, result.fer_all = earlier[clip.name]
             result.fer_seconds = math.nan
         else:
             run_fer(clip, fer, args.fer_every, fer_columns, result)
