@@ -1,11 +1,11 @@
 """Sequence length and interval are times: a 30 fps constant-rate clip is sampled and classified exactly
-as it was when frames were picked by index (OpenCV, every k-th frame), and models store seconds."""
+as it was when frames were picked by index (every k-th frame), and models store seconds."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
+import av
 import numpy as np
 import pytest
 
@@ -20,6 +20,7 @@ from stacks.maker import stack_frames
 from stacks.settings import StackSettings
 from stacks.timegrid import TOLERANCE, sequence_grid, shown_at
 from stacks.tracks import choose_face
+from stacks.video import frame_bgr
 from stacks.windows import SampledFrame, WindowPlan, windows
 from tests.conftest import REPO
 
@@ -27,24 +28,19 @@ from tests.conftest import REPO
 OLD_CHECKPOINT = REPO / "models" / "default" / "fer2013_resnet18.pt"
 
 
-def _opencv_frames(path: Path) -> list[np.ndarray]:
-    """Every frame as the decoder before this one read them (OpenCV's FFmpeg capture)."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
+def _every_frame(path: Path) -> list[np.ndarray]:
+    """Every frame in decoding order, by index, as the decoder before the time grid read them (OpenCV's
+    capture then; PyAV's frames here, converted as ``VideoReader`` converts them, so that only the
+    choice of frames is compared)."""
+    with av.open(str(path)) as container:
+        return [frame_bgr(frame) for frame in container.decode(video=0)]
 
 
 def _by_index(path: Path, model: ServingModel) -> np.ndarray:
     """predict as it was: every interval-th frame by index, windows in frames, the mean of the windows."""
     finder = DetectionFinder()
     plan = WindowPlan.for_stack(model.stack)
-    sampled = [SampledFrame(i, bgr, find_faces(finder, bgr), i / 30) for i, bgr in enumerate(_opencv_frames(path))
+    sampled = [SampledFrame(i, bgr, find_faces(finder, bgr), i / 30) for i, bgr in enumerate(_every_frame(path))
                if i % plan.interval == 0]
     stacked = [s for w in windows(sampled, plan) if (s := stack_window(w, model)) is not None]
     return np.mean(classify_stacks(model, stacked), axis=0)
@@ -76,7 +72,7 @@ def test_prepare_makes_the_same_30_fps_stacks_as_picking_every_kth_frame(dataset
                                        split=SplitSettings(val_fraction=0), progress=False))
     [row] = result.rows
     stack = read_stack(row.path)
-    frames = _opencv_frames(clip)
+    frames = _every_frame(clip)
     old = stack_frames([(i, frames[i]) for i in range(0, 90, 5)], settings, DetectionFinder(), settings.channels)
     assert old is not None and np.array_equal(stack.array, old.array)  # pixel for pixel
     assert stack.meta["frame_indices"] == old.indices == list(range(0, 90, 5))
