@@ -25,13 +25,14 @@ from stacks.framing import checkpoint_framing, serving_margin
 from stacks.settings import InputSettings, StackSettings
 
 REPO = Path(__file__).resolve().parents[1]
-# The model that ships with the project: a frame model trained on FER2013, then on FER+'s ten annotators' votes
-# (recipe: `make default-model`). The FER2013 stage it started from stays beside it (fer2013_resnet18.pt).
-DEFAULT_MODEL = REPO / "models" / "default" / "ferplus_resnet18.pt"
-# The same model as int8 ONNX with a face every 1/3 s (`export --onnx --int8 --serve-interval`): the same clip
-# accuracy at under half the time (benchmarks/predict_speed.py). It is what predict, live and the journal serve
-# when no --model is given; the checkpoint above stays the model of record (evaluate, --init, exports).
-SERVED_MODEL = REPO / "models" / "default" / "ferplus_resnet18_int8.onnx"
+# The model that ships with the project: a frame model, MobileNetV2 from ImageNet weights trained on FER+'s faces
+# with its ten annotators' votes (recipe: `make default-model`). The resnet18 models shipped before it stay
+# beside it (ferplus_resnet18.pt and its FER2013 stage fer2013_resnet18.pt: `make resnet18-models`).
+DEFAULT_MODEL = REPO / "models" / "default" / "ferplus_mobilenetv2.pt"
+# The same model as int8 ONNX with a face every 1/3 s (`export --onnx --int8 --serve-interval`). It is what
+# predict, live and the journal serve when no --model is given; the checkpoint above stays the model of record
+# (evaluate, --init, exports).
+SERVED_MODEL = REPO / "models" / "default" / "ferplus_mobilenetv2_int8.onnx"
 ONNX_METADATA_KEY = "clip_emotion"
 
 
