@@ -32,11 +32,10 @@ def test_phone_format_frames_convert_as_bt601_says_without_swscales_dark_bias() 
     got = frame_bgr(frame).astype(np.float64)
     truth = _bt601_limited(frame)
     assert np.abs(got - truth).mean() < 0.5 and abs((got - truth).mean()) < 0.1
-    # PyAV's own conversion (swscale), what frames were before: rounding only, at most 3 levels apart,
-    # and about one level darker than the formula
+    # PyAV's own conversion (swscale), what frames were before (PyAV 18: about 1.2 levels darker than the
+    # formula, which the first assertion refuses): the same matrix, rounding apart
     swscale = frame.to_ndarray(format="bgr24").astype(np.float64)
     assert np.abs(got - swscale).max() <= 3
-    assert (swscale - truth).mean() < -0.5
 
 
 def test_full_range_frames_keep_pyavs_conversion() -> None:
