@@ -21,7 +21,7 @@ from pipeline.prepare.run import run_prepare
 from pipeline.prepare.settings import PrepareConfig
 from pipeline.serve.export import export_compact, export_onnx
 from pipeline.serve.predict import PredictError, clip_windows, predict_file
-from pipeline.train.inference import predict_logits
+from pipeline.train.inference import predict_logits, prepare_batch
 from pipeline.train.loop import run_train
 from pipeline.train.settings import AugmentSettings, TrainConfig
 from stacks.dataset import StackDataset, resize_stack
@@ -320,7 +320,7 @@ def test_mirror_export_averages_each_face_with_its_mirror_image(frame_run: Path,
                                                                  run_cli) -> None:
     from pipeline.train.data import load_split, read_run_data
     from pipeline.train.evaluate import evaluate_run
-    from pipeline.train.inference import class_probabilities, prepare_batch
+    from pipeline.train.inference import class_probabilities
 
     mirrored, onnx_path = tmp_path / "mirror.pt", tmp_path / "mirror.onnx"
     code, _, _ = run_cli("export", frame_run, "--compact", mirrored, "--onnx", onnx_path, "--mirror")
@@ -372,3 +372,37 @@ def test_a_frame_model_classifies_each_face_of_overlapping_windows_once(frame_ru
     got = classify_stacks(model, stacked)
     assert sum(seen) == len({i for s in stacked for i in s.indices}) < len(every_face)
     assert all(np.abs(a - b).max() < 1e-5 for a, b in zip(got, expected))
+
+
+def test_a_logit_offset_moves_that_class_in_every_served_form(frame_run: Path, tmp_path: Path, run_cli) -> None:
+    """`export --logit-offset sad=-1.5`: the exported network's sad logit is the run's minus 1.5, the others
+    unchanged, in the compact checkpoint and in ONNX; the offsets are recorded and add up; a class the
+    model does not have or a malformed value is a one-line error."""
+    shifted, onnx_path, twice = tmp_path / "shifted.pt", tmp_path / "shifted.onnx", tmp_path / "twice.pt"
+    code, _, err = run_cli("export", frame_run, "--compact", shifted, "--onnx", onnx_path, "--logit-offset", "sad=-1.5")
+    assert code == 0, err
+    data = load_checkpoint(shifted)
+    classes = list(data["model"]["classes"])
+    assert data["model"]["logit_offsets"] == {"sad": -1.5}
+    stacks = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (4, 1, 32, 32), dtype=np.uint8))
+    inputs = InputSettings(**data["input"])
+    with torch.no_grad():
+        x = prepare_batch(stacks, inputs, torch.device("cpu"))
+        before = model_from_checkpoint(load_checkpoint(frame_run)).eval()(x)
+        after = model_from_checkpoint(data).eval()(x)
+    step = torch.zeros(len(classes))
+    step[classes.index("sad")] = -1.5
+    assert torch.allclose(after - before, step.expand_as(after), atol=0.03)  # int8 weights: small noise only
+    probs = load_serving_model(onnx_path).run(stacks.numpy())
+    assert np.abs(probs - torch.softmax(after, 1).numpy()).max() < 0.02
+    assert load_serving_model(onnx_path).run(stacks.numpy())[:, classes.index("sad")].mean() < \
+        load_serving_model(frame_run).run(stacks.numpy())[:, classes.index("sad")].mean()
+
+    assert run_cli("export", shifted, "--compact", twice, "--logit-offset", "sad=0.5",
+                   "--logit-offset", "happy=0.25")[0] == 0
+    assert load_checkpoint(twice)["model"]["logit_offsets"] == {"sad": -1.0, "happy": 0.25}
+    code, _, err = run_cli("export", frame_run, "--compact", twice, "--logit-offset", "contempt=-1")
+    assert code == 1 and "no class contempt" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["export", str(frame_run), "--compact", str(twice), "--logit-offset", "sad"])
+    assert exited.value.code == 2

@@ -202,6 +202,19 @@ def add_export(sub: Subcommands) -> None:
     p.add_argument("--serve-interval", type=float, metavar="SECONDS",
                    help="with --onnx, frame models: sample a face every SECONDS when serving (default: the "
                         "interval of the training stacks, 1/6 s)")
+    p.add_argument("--logit-offset", type=_class_offset, action="append", default=[], metavar="CLASS=VALUE",
+                   help="add VALUE to CLASS's logit in the exported model (repeatable; e.g. neutral=-0.75 makes "
+                        "neutral answers rarer); recorded in the model's settings")
+
+
+def _class_offset(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CLASS=VALUE, e.g. neutral=-0.75 (got {text!r})") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -212,11 +225,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     if (args.int8 or args.serve_interval) and not args.onnx:
         return fail("--int8 and --serve-interval are for the ONNX export: pass --onnx FILE with them", 2)
     try:
+        offsets = dict(args.logit_offset)
         if args.onnx:
-            export_onnx(args.run, args.onnx, args.mirror, args.int8, args.serve_interval)
+            export_onnx(args.run, args.onnx, args.mirror, args.int8, args.serve_interval, offsets)
             print(f"wrote {args.onnx} ({args.onnx.stat().st_size / 1e6:.1f} MB)")
         if args.compact:
-            export_compact(args.run, args.compact, args.mirror)
+            export_compact(args.run, args.compact, args.mirror, offsets)
             print(f"wrote {args.compact} ({args.compact.stat().st_size / 1e6:.1f} MB)")
     except ExportError as exc:
         return fail(str(exc))

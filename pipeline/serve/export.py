@@ -25,21 +25,52 @@ class ExportError(Exception):
     """The run cannot be exported; the message says why."""
 
 
-def _load(run: Path, mirror: bool | None = None) -> tuple[dict, torch.nn.Module]:
+def _load(run: Path, mirror: bool | None = None, offsets: dict[str, float] | None = None,
+          ) -> tuple[dict, torch.nn.Module]:
     """The checkpoint and its network; a damaged one is an ExportError, not a traceback.
 
     ``mirror``: serve with mirror averaging (``InputSettings.mirror``) or not; None keeps the checkpoint's.
+    ``offsets``: added to those classes' logits (``shift_logits``).
     """
     data = read_checkpoint(run, ExportError)
     if mirror is not None:
         if not isinstance(data.get("input"), dict):
             raise ExportError(f"{run} is a damaged checkpoint (no input settings)")
         data["input"] = {**data["input"], "mirror": mirror}
-    return data, rebuild_model(data, ExportError)
+    net = rebuild_model(data, ExportError)
+    if offsets:
+        shift_logits(data, net, offsets)
+    return data, net
+
+
+def shift_logits(data: dict, net: torch.nn.Module, offsets: dict[str, float]) -> None:
+    """Add ``offsets`` to the named classes' logits, in the last layer's bias, so every served form
+    (torch, ONNX, int8) carries them with no code of its own; the sum so far is recorded in the
+    checkpoint's model settings (``logit_offsets``).
+
+    What it is for: moving the line between classes where the faces served are labelled by another
+    convention than the training faces (FER+'s majority calls a faintly sad face neutral; people
+    labelling real photos call it sad), fitted on held-out real faces."""
+    classes = list(data["model"]["classes"])
+    unknown = sorted(set(offsets) - set(classes))
+    if unknown:
+        raise ExportError(f"--logit-offset: the model has no class {', '.join(unknown)} (its classes: "
+                          f"{', '.join(classes)})")
+    last = net.head[-1] if isinstance(getattr(net, "head", None), torch.nn.Sequential) else None
+    if not isinstance(last, torch.nn.Linear) or last.bias is None or last.out_features != len(classes):
+        raise ExportError("--logit-offset needs a model whose head ends in a linear layer with a bias")
+    with torch.no_grad():
+        for name, value in offsets.items():
+            last.bias[classes.index(name)] += float(value)
+    data["state_dict"] = net.state_dict()
+    total = dict(data["model"].get("logit_offsets") or {})
+    for name, value in offsets.items():
+        total[name] = round(total.get(name, 0.0) + float(value), 6)
+    data["model"] = {**data["model"], "logit_offsets": {k: v for k, v in total.items() if v}}
 
 
 def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | None = None,
-                serve_interval: float | None = None) -> dict:
+                serve_interval: float | None = None, offsets: dict[str, float] | None = None) -> dict:
     """Write the uint8-stacks -> probabilities graph; returns the settings stored beside it.
 
     ``int8``: a folder of face images to calibrate an int8 model on (``quantize``): ~4x faster on a CPU.
@@ -48,7 +79,7 @@ def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | N
     """
     import onnx
 
-    data, net = _load(run, mirror)
+    data, net = _load(run, mirror, offsets)
     meta = {**serving_metadata(data), "int8": int8 is not None}
     if serve_interval is not None:
         if meta["kind"] != "frame":
@@ -91,9 +122,10 @@ def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | N
     return meta
 
 
-def export_compact(run: Path, out: Path, mirror: bool | None = None) -> dict:
+def export_compact(run: Path, out: Path, mirror: bool | None = None, offsets: dict[str, float] | None = None,
+                   ) -> dict:
     """Everything a served model needs, weights as int8 (``models.compact``), no optimizer state."""
-    data, _ = _load(run, mirror)
+    data, _ = _load(run, mirror, offsets)
     keep = ("model", "kind", "input", "stack", "timing", "epoch", "metrics", "train")
     payload = {k: data[k] for k in keep if k in data}
     meta = serving_metadata(data)
