@@ -65,12 +65,15 @@ class ServingModel:
     backend: str  # "torch" or "onnx"
     run: Callable[[np.ndarray], np.ndarray]  # uint8 (N, channels, S, S) -> float probabilities (N, K)
     int8: bool = False  # an int8-quantized ONNX model
+    offsets: dict[str, float] = dataclasses.field(default_factory=dict)  # `export --logit-offset`, in the weights
 
     def describe(self) -> str:
         backend = self.backend + (" int8" if self.int8 else "")
+        shifted = ", ".join(f"{name} {value:+g}" for name, value in self.offsets.items())
         return (f"{self.kind} model {self.source.name} ({backend}): {len(self.classes)} classes, "
                 f"{self.channels} channel(s) at {self.inputs.image_size}px, interval {self.stack.interval}"
-                + (", mirror-averaged" if self.inputs.mirror else ""))
+                + (", mirror-averaged" if self.inputs.mirror else "")
+                + (f", logit offsets {shifted}" if shifted else ""))
 
 
 def serving_metadata(data: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +116,7 @@ def load_torch(path: Path, device: torch.device) -> ServingModel:
     meta = serving_metadata(data)
     classes, channels, stack, inputs = _settings(meta)
     return ServingModel(meta["kind"], classes, channels, stack, inputs, Path(data["path"]), "torch",
-                        torch_runner(net, inputs, device))
+                        torch_runner(net, inputs, device), offsets=_offsets(meta))
 
 
 def load_onnx(path: Path, threads: int = 0) -> ServingModel:
@@ -144,7 +147,12 @@ def load_onnx(path: Path, threads: int = 0) -> ServingModel:
     def run(stacks: np.ndarray) -> np.ndarray:
         return session.run(None, {name: np.ascontiguousarray(stacks, dtype=np.uint8)})[0]
 
-    return ServingModel(meta["kind"], classes, channels, stack, inputs, Path(path), "onnx", run, bool(meta.get("int8")))
+    return ServingModel(meta["kind"], classes, channels, stack, inputs, Path(path), "onnx", run, bool(meta.get("int8")),
+                        _offsets(meta))
+
+
+def _offsets(meta: dict[str, Any]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in (meta["model"].get("logit_offsets") or {}).items()}
 
 
 def load_serving_model(path: Path | None = None, device: torch.device | None = None) -> ServingModel:

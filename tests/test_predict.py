@@ -395,6 +395,8 @@ def test_a_logit_offset_moves_that_class_in_every_served_form(frame_run: Path, t
     assert torch.allclose(after - before, step.expand_as(after), atol=0.03)  # int8 weights: small noise only
     probs = load_serving_model(onnx_path).run(stacks.numpy())
     assert np.abs(probs - torch.softmax(after, 1).numpy()).max() < 0.02
+    assert load_serving_model(onnx_path).describe().endswith(", logit offsets sad -1.5")
+    assert "offsets" not in load_serving_model(frame_run).describe()
     assert load_serving_model(onnx_path).run(stacks.numpy())[:, classes.index("sad")].mean() < \
         load_serving_model(frame_run).run(stacks.numpy())[:, classes.index("sad")].mean()
 
