@@ -29,11 +29,15 @@ def test_default_model_sees_the_astronaut_smile(dataset: dict) -> None:
 
 
 @pytest.mark.slow
-def test_cli_predict_needs_no_model_argument(dataset: dict) -> None:
-    done = subprocess.run([sys.executable, "cli.py", "predict", str(dataset["root"] / "Happy_0002.mp4"), "--json"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert '"label": "happy"' in done.stdout
+def test_cli_predict_needs_no_model_argument_and_prints_nothing_on_stderr(dataset: dict) -> None:
+    """Three runs: MediaPipe's one-time LiteRT line ("Input tensor memory is not aligned ...") came out in
+    about half of the runs while the finder was warmed up on one blank frame."""
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "cli.py", "predict", str(dataset["root"] / "Happy_0002.mp4"),
+                               "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert '"label": "happy"' in done.stdout
+        assert done.stderr == ""
 
 
 @pytest.mark.shared_data
