@@ -390,13 +390,14 @@ def all_class_report(results: list[ClipResult], fer_name: str) -> list[str]:
              f"{'system':<{name_w}}{'accuracy':>9}{'UAR':>8}" + "".join(f"{label:>10}" for label in LABELS)
              + "   answers of a class no clip shows"]
     for name, answers in systems.items():
-        recall = [np.mean([a == label for a, t in zip(answers, truths) if t == label]) for label in LABELS]
+        hits = [[a == label for a, t in zip(answers, truths) if t == label] for label in LABELS]
+        recall = [np.mean(h) if h else np.nan for h in hits]  # nan: no clip of that label
         others = {}
         for answer in answers:
             if answer not in LABELS and answer != NO_FACE:
                 others[answer] = others.get(answer, 0) + 1
         lines.append(f"{name:<{name_w}}{np.mean([a == t for a, t in zip(answers, truths)]):>9.1%}"
-                     f"{np.mean(recall):>8.1%}" + "".join(f"{r:>10.1%}" for r in recall) + "   "
+                     f"{np.nanmean(recall):>8.1%}" + "".join(f"{r:>10.1%}" for r in recall) + "   "
                      + (", ".join(f"{k} {v}" for k, v in sorted(others.items())) or "none"))
     if fer_name not in systems:
         lines.append(f"({fer_name}: its answers come from a CSV that predates the all-class answer)")
