@@ -6,7 +6,8 @@ rotation of a portrait clip, each frame's presentation timestamp (variable frame
 (an audio-only file is named as such), and webm files whose header has no duration or frame count.
 A frame is converted to BGR (and rotated) only when it is used, so frames that are not sampled cost
 only their decode; those that no other frame refers to either (most B-frames of an H.264 or HEVC clip)
-are not decoded at all when `sampled` or `sequences` pick frames. Memory stays bounded by one sequence of sampled frames, whatever the clip's length.
+are not decoded at all when `sampled` or `sequences` pick frames. Memory stays bounded by one sequence
+of sampled frames, whatever the clip's length.
 """
 
 from __future__ import annotations
@@ -227,7 +228,8 @@ class VideoReader:
         origin: float | None = None
 
         def unneeded(packet: av.Packet) -> bool:
-            if not trusted or origin is None or self._grid is None or packet.pts is None or packet.is_keyframe:
+            if (not trusted or origin is None or self._grid is None or packet.pts is None or packet.is_keyframe
+                    or not packet.size):
                 return False
             known = itertools.chain(sent, (p.pts for p in ahead))
             later = [pts for pts in known if pts is not None and pts > packet.pts]
