@@ -11,9 +11,7 @@ whose presentation time is not after it.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -23,39 +21,15 @@ T = TypeVar("T")
 TOLERANCE = 1e-3
 
 
-@dataclass(frozen=True)
-class MomentGrid:
-    """Moments that repeat every ``period`` reference frames, at ``offsets`` inside each period (seconds
-    = frames / ``reference_fps``). Iterating gives them in order, without end.
-
-    Kept as integers, not a generator, so that the decoder can ask whether a frame it could skip is
-    shown at any of them (``any_between``) before it decodes the frame."""
-
-    period: int
-    offsets: tuple[int, ...]
-    reference_fps: float = 30.0
-
-    def __iter__(self) -> Iterator[float]:
-        for chunk in itertools.count():
-            for offset in self.offsets:
-                yield (chunk * self.period + offset) / self.reference_fps
-
-    def any_between(self, start: float, end: float) -> bool:
-        """Is a moment at or after ``start`` and before ``end`` (seconds)?"""
-        first = max(int(math.floor(start * self.reference_fps / self.period)) - 1, 0)
-        last = int(math.floor(end * self.reference_fps / self.period)) + 1
-        return any(start <= (chunk * self.period + offset) / self.reference_fps < end
-                   for chunk in range(first, last + 1) for offset in self.offsets)
-
-
-def interval_grid(interval: int, reference_fps: float = 30.0) -> MomentGrid:
+def interval_grid(interval: int, reference_fps: float = 30.0) -> Iterator[float]:
     """Every ``interval`` reference frames from 0: the moments `predict` and `live` sample."""
-    return MomentGrid(interval, (0,), reference_fps)
+    return (k * interval / reference_fps for k in itertools.count())
 
 
-def sequence_grid(sequence_length: int, interval: int, reference_fps: float = 30.0) -> MomentGrid:
+def sequence_grid(sequence_length: int, interval: int, reference_fps: float = 30.0) -> Iterator[float]:
     """The moments `prepare` samples: offsets 0, k, 2k, ... inside each consecutive sequence."""
-    return MomentGrid(sequence_length, tuple(range(0, sequence_length, interval)), reference_fps)
+    offsets = range(0, sequence_length, interval)
+    return ((chunk * sequence_length + offset) / reference_fps for chunk in itertools.count() for offset in offsets)
 
 
 def shown_at(items: Iterable[T], time_of: Callable[[T], float], moments: Iterable[float],

@@ -5,19 +5,15 @@ gives what a phone's or a browser's clip needs and OpenCV's capture does not: th
 rotation of a portrait clip, each frame's presentation timestamp (variable frame rate), the streams
 (an audio-only file is named as such), and webm files whose header has no duration or frame count.
 A frame is converted to BGR (and rotated) only when it is used, so frames that are not sampled cost
-only their decode; those that no other frame refers to either (most B-frames of an H.264 or HEVC clip)
-are not decoded at all when `sampled` or `sequences` pick frames. Memory stays bounded by one sequence
-of sampled frames, whatever the clip's length.
+only their decode. Memory stays bounded by one sequence of sampled frames, whatever the clip's length.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import itertools
 import math
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +23,12 @@ import cv2
 import numpy as np
 
 from stacks.mp4 import mp4_track
-from stacks.timegrid import TOLERANCE, MomentGrid, sequence_grid, shown_at
+from stacks.timegrid import TOLERANCE, sequence_grid, shown_at
 
 # Containers without a frame index (mkv, webm) give a length estimated from the duration, which
 # can be off by a frame or two; a decision made from it allows for that.
 HINT_SLACK = 2
 FALLBACK_FPS = 30.0  # containers that report no or a nonsense rate: the journal-clip norm
-# Codecs whose decoder honours ``skip_frame = "NONREF"`` with one frame a packet: a frame no other frame
-# refers to (most B-frames of an x264 or x265 clip) and that no sampled moment shows is not decoded.
-SKIPPING_CODECS = frozenset({"h264", "hevc"})
-# Packets read ahead of the decoder to find each frame's successor in presentation order. H.264 and
-# HEVC reorder at most 16 frames.
-LOOKAHEAD = 32
 
 
 def hopeless(frames_hint: int, min_length: int) -> bool:
@@ -74,13 +64,11 @@ class DecodedFrame:
 
     index: int  # position in presentation order, from 0
     time: float  # seconds since the clip's first frame
-    frame: av.VideoFrame | None  # None: a frame no sampled moment shows, left undecoded (only its time is known)
+    frame: av.VideoFrame
     rotation: int  # degrees counter-clockwise a player turns it (the display matrix), 0/90/180/270
 
     def bgr(self) -> np.ndarray:
         """The frame as a player shows it: BGR uint8, turned upright."""
-        if self.frame is None:
-            raise RuntimeError(f"frame {self.index} at {self.time:.3f} s was skipped as unsampled, yet asked for")
         pixels = frame_bgr(self.frame)
         if self.rotation:
             pixels = np.ascontiguousarray(np.rot90(pixels, self.rotation // 90))
@@ -112,12 +100,9 @@ def _rotation(frame: av.VideoFrame) -> int:
 class VideoReader:
     """One opened clip. Use as a context manager so the decoder is always released."""
 
-    def __init__(self, path: Path, threads: int | None = None, skip_unsampled: bool = True) -> None:
-        """``threads``: FFmpeg decoding threads; None leaves FFmpeg's choice (one per CPU).
-        ``skip_unsampled``: `sampled` and `sequences` leave frames that no other frame needs and no moment
-        shows undecoded (False decodes every frame, as a reference)."""
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        """``threads``: FFmpeg decoding threads; None leaves FFmpeg's choice (one per CPU)."""
         self.path = Path(path)
-        self.skip_unsampled = skip_unsampled
         if not self.path.is_file():
             raise VideoError("file not found")
         try:
@@ -143,10 +128,7 @@ class VideoReader:
         # set hopeless stretches aside early.
         self.seconds_hint = _stream_seconds(stream, self._container)
         self.frame_count_hint = int(stream.frames or 0) or int(round(self.seconds_hint * self.fps))
-        self.frames_decoded = 0  # frames of the clip passed on, skipped ones included
-        self.frames_skipped = 0  # of those, frames left undecoded
-        self._grid: MomentGrid | None = None  # the moments being sampled, once `sampled` or `sequences` runs
-        self._rotation_seen = 0  # the last decoded frame's turn, for the skipped frames after it
+        self.frames_decoded = 0
         self._first: DecodedFrame | None = None
         self._iter: Iterator[DecodedFrame] | None = None
         self._origin: float | None = None
@@ -192,7 +174,8 @@ class VideoReader:
     def _decode(self) -> Iterator[DecodedFrame]:
         index, previous = 0, None
         try:
-            for time, frame in self._presented():
+            for frame in self._container.decode(self._stream):
+                time = frame.time
                 if time is None:
                     time = index / self.fps
                 if self._origin is None:
@@ -200,76 +183,12 @@ class VideoReader:
                 if previous is not None and time - previous > 1e-6:
                     self._min_gap = min(self._min_gap, time - previous)
                 previous = time
-                yield DecodedFrame(index, time - self._origin, frame, self._rotation_seen)
+                yield DecodedFrame(index, time - self._origin, frame, _rotation(frame))
                 index += 1
         except av.FFmpegError as exc:
             if index == 0:
                 raise VideoError(f"unreadable: no frame could be decoded ({str(exc).strip()[:80]})") from None
             raise VideoError(f"decoding failed after {index} frames ({str(exc).strip()[:80]})") from None
-
-    def _presented(self) -> Iterator[tuple[float | None, av.VideoFrame | None]]:
-        """(time, frame) of every frame in presentation order; frame None where it was skipped.
-
-        A packet is sent with ``skip_frame = "NONREF"`` when the frame it holds is shown only between
-        moments of the grid being sampled (its successor's time read from the packets around it); the
-        decoder then drops it if no other frame refers to it, and decodes it anyway if one does."""
-        context = self._stream.codec_context
-        if not self.skip_unsampled or context.name not in SKIPPING_CODECS:
-            for frame in self._container.decode(self._stream):
-                self._rotation_seen = _rotation(frame)
-                yield frame.time, frame
-            return
-        base = self._stream.time_base
-        seconds = (lambda pts: float(pts) * base.numerator / base.denominator) if base else None
-        ahead: deque[av.Packet] = deque()
-        sent: deque[int] = deque(maxlen=2 * LOOKAHEAD)  # pts of packets already sent
-        skipped: list[int] = []  # heap of the pts of frames sent to be skipped and not yet passed on
-        trusted = seconds is not None  # False once a frame's timestamp is not its packet's: skip nothing more
-        origin: float | None = None
-
-        def unneeded(packet: av.Packet) -> bool:
-            if (not trusted or origin is None or self._grid is None or packet.pts is None or packet.is_keyframe
-                    or not packet.size):
-                return False
-            known = itertools.chain(sent, (p.pts for p in ahead))
-            later = [pts for pts in known if pts is not None and pts > packet.pts]
-            if not later:
-                return False
-            start, end = seconds(packet.pts) - origin, seconds(min(later)) - origin
-            # the frame is taken for a moment m when start <= m + TOLERANCE < end; a margin on each side
-            return not self._grid.any_between(start - 2 * TOLERANCE, end + TOLERANCE)
-
-        def send(packet: av.Packet) -> Iterator[tuple[float | None, av.VideoFrame | None]]:
-            nonlocal trusted, origin
-            skip = unneeded(packet)
-            context.skip_frame = "NONREF" if skip else "DEFAULT"
-            if skip:
-                heapq.heappush(skipped, packet.pts)
-            if packet.pts is not None:
-                sent.append(packet.pts)
-            for frame in context.decode(packet):
-                pts = frame.pts
-                if pts is None or pts not in sent:
-                    trusted = False
-                while skipped and (pts is None or skipped[0] <= pts):
-                    left = heapq.heappop(skipped)
-                    if left != pts:  # a frame others refer to is decoded whatever skip_frame says
-                        self.frames_skipped += 1
-                        yield seconds(left), None
-                self._rotation_seen = _rotation(frame)
-                if origin is None and frame.time is not None:
-                    origin = frame.time
-                yield frame.time, frame
-
-        for packet in self._container.demux(self._stream):
-            ahead.append(packet)
-            if len(ahead) > LOOKAHEAD:
-                yield from send(ahead.popleft())
-        while ahead:
-            yield from send(ahead.popleft())
-        while skipped:
-            self.frames_skipped += 1
-            yield seconds(heapq.heappop(skipped)), None
 
     def decoded(self) -> Iterator[DecodedFrame]:
         """Every frame, in presentation order (BGR not yet converted). One pass per reader."""
@@ -296,10 +215,7 @@ class VideoReader:
         """The frame shown at each of ``moments`` (s, by presentation time), the moment, the upright BGR pixels.
 
         ``seen(time)`` is told every frame's time, sampled or not (the clip's length is the last one's).
-        Where ``moments`` is a `MomentGrid`, frames it does not sample may be left undecoded.
         """
-        if isinstance(moments, MomentGrid):
-            self._grid = moments
         for item, moment, _ in shown_at(self.decoded(), _time, moments, self.period):
             if seen is not None:
                 seen(item.time)
@@ -338,7 +254,7 @@ class VideoReader:
                 yield item
 
         current: SampledSequence | None = None
-        moments = self._grid = sequence_grid(sequence_length, interval, reference_fps)
+        moments = sequence_grid(sequence_length, interval, reference_fps)
         if stop is not None:
             moments = itertools.takewhile(lambda m: m < stop - TOLERANCE, moments)
         for item, moment, until in shown_at(until_stop(), _time, moments, self.period):

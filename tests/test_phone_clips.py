@@ -196,34 +196,3 @@ def test_a_file_with_sound_only_gets_one_clear_line(clips: dict[str, Path], ship
     [skipped] = [s for s in result.report["skipped"] if s["source"] == f"happy/{clips[kind].name}"]
     assert skipped["chunk"] is None and "no video stream" in skipped["detail"]
     assert len(result.rows) == 1  # the clip beside it is made as usual
-
-
-def _picks(path: Path, skip: bool, threads: int | None) -> tuple[list, int, int]:
-    """Everything sampling passes on, a full decode's or a skipping one's: each sequence's frames, times
-    and extent as `prepare` cuts them, then the frames `predict` samples and every frame time it is told."""
-    with VideoReader(path, threads=threads, skip_unsampled=skip) as reader:
-        picks: list = [(s.chunk, s.start, s.n_frames, s.seconds, s.times, [(i, bgr.tobytes()) for i, bgr in s.frames])
-                       for s in reader.sequences(90, 5, 30)]
-        decoded = [reader.frames_decoded, reader.frames_skipped]
-    with VideoReader(path, threads=threads, skip_unsampled=skip) as reader:
-        seen: list[float] = []
-        picks += [(item.index, item.time, moment, bgr.tobytes())
-                  for item, moment, bgr in reader.sampled(interval_grid(10), seen.append)]
-        decoded += [reader.frames_decoded, reader.frames_skipped]
-    return picks + seen, decoded[0] + decoded[2], decoded[1] + decoded[3]
-
-
-@pytest.mark.parametrize("kind,threads", [("h264", 1), ("h264", None), ("rot90", 1), ("fps60", 1), ("vfr", 1),
-                                          ("hevc", 1), ("vp9", 1)])
-def test_frames_left_undecoded_change_no_sample(clips: dict[str, Path], kind: str, threads: int | None) -> None:
-    """`prepare` and `predict` leave undecoded the frames no sampled moment shows and no other frame
-    refers to (x264's and x265's non-reference B-frames): every sampled frame, its index and time, each
-    sequence's extent and every frame time are still those of a full decode, pixel for pixel."""
-    full, frames, none_skipped = _picks(clips[kind], skip=False, threads=threads)
-    picks, frames_skipping, skipped = _picks(clips[kind], skip=True, threads=threads)
-    assert none_skipped == 0 and frames_skipping == frames
-    assert picks == full
-    if kind in ("h264", "rot90", "fps60", "vfr"):  # libx264 -preset veryfast writes non-reference B-frames
-        assert skipped > frames // 5
-    if kind == "vp9":  # a codec outside SKIPPING_CODECS decodes every frame
-        assert skipped == 0

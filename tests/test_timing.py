@@ -3,7 +3,6 @@ as it was when frames were picked by index (every k-th frame), and models store 
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import av
@@ -19,7 +18,7 @@ from stacks.faces import Box, DetectionFinder, find_faces
 from stacks.io import read_stack
 from stacks.maker import stack_frames
 from stacks.settings import StackSettings
-from stacks.timegrid import TOLERANCE, interval_grid, sequence_grid, shown_at
+from stacks.timegrid import TOLERANCE, sequence_grid, shown_at
 from stacks.tracks import choose_face
 from stacks.video import frame_bgr
 from stacks.windows import SampledFrame, WindowPlan, windows
@@ -101,20 +100,8 @@ def test_a_frame_is_sampled_for_the_moment_it_is_shown_at() -> None:
     assert picks([0.0, 0.1, 0.25, 0.55, 0.6], [0.0, 0.2, 0.3, 0.4, 0.6, 0.7]) == \
         [(0.0, 0.0), (0.1, 0.2), (0.25, 0.3), (0.55, None), (0.6, 0.6)]
     assert picks([0.0, 0.1 - TOLERANCE / 2], [0.1]) == [(0.0, None), (0.1 - TOLERANCE / 2, 0.1)]  # rounding
-    grid = iter(sequence_grid(100, 30))
+    grid = sequence_grid(100, 30)
     assert [next(grid) * 30 for _ in range(6)] == pytest.approx([0, 30, 60, 90, 100, 130])
-
-
-def test_a_grid_says_whether_a_moment_falls_in_a_stretch() -> None:
-    """What the decoder asks before it skips a frame: any moment in [start, end)?"""
-    grid = sequence_grid(90, 5)  # 0, 1/6, ..., 2.833 s, then 3.0 s, ...
-    assert grid.any_between(0.0, 0.01) and grid.any_between(2.99, 3.01) and grid.any_between(1 / 6, 0.2)
-    assert not grid.any_between(0.01, 1 / 6) and not grid.any_between(2.84, 3.0) and not grid.any_between(-1.0, 0.0)
-    every_10 = interval_grid(10)
-    assert every_10.any_between(3.3, 3.34) and not every_10.any_between(3.34, 3.66)
-    moments = [m for m, _ in zip(grid, range(60))]
-    assert all(grid.any_between(m, m + 1e-9) for m in moments)
-    assert not any(grid.any_between(a + 1e-6, b) for a, b in itertools.pairwise(moments))
 
 
 def test_a_face_sampled_a_third_of_a_second_apart_stays_one_track() -> None:
