@@ -16,7 +16,9 @@ for each worker count, three methods over the same clips:
 
 Every method builds its MediaPipe graphs inside its own timing, as a real run does. Each repeat runs
 every (workers, method) pair once, the method order rotating from one repeat to the next, so that
-noise and warm caches hit all methods alike; the table shows the median seconds over the repeats.
+noise and warm caches hit all methods alike; the table shows the median seconds over the repeats,
+and the median CPU seconds (every thread of the process): however well `prepare` overlaps its threads, its
+time cannot fall below its CPU time over the cores, which bounds the seed / prepare ratio it can reach.
 Targets, per worker count: prepare / decode <= 1.3 and seed / prepare >= 5.
 
     python benchmarks/prepare_speed.py [--clips 24] [--repeats 7] [--workers 1,2]
@@ -86,6 +88,7 @@ class Run:
 
     seconds: float
     work: int
+    cpu: float = 0.0  # CPU seconds of the whole process (every thread) meanwhile
 
 
 # ---------------------------------------------------------------------------------------- clips
@@ -212,10 +215,10 @@ def method_calls(clips_dir: Path, scratch: Path) -> dict[str, Callable[[int], in
 
 def timed(call: Callable[[int], int], workers: int) -> Run:
     with native_stderr_silenced():  # MediaPipe's C++ start-up lines; Python errors still raise
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         work = call(workers)
-        seconds = time.perf_counter() - t0
-    return Run(seconds, work)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return Run(seconds, work, cpu)
 
 
 # ------------------------------------------------------------------------------------ measuring
@@ -259,6 +262,9 @@ def report(runs: Runs, workers: list[int], header: list[str]) -> str:
     lines = header + ["", f"{'median seconds':<16}" + "".join(f"{m:>10}" for m in METHODS)]
     for w in workers:
         lines.append(f"{f'workers {w}':<16}" + "".join(f"{median_seconds(runs[(w, m)]):>10.2f}" for m in METHODS))
+    for w in workers:
+        lines.append(f"{f'cpu s, workers {w}':<16}" + "".join(
+            f"{statistics.median(run.cpu for run in runs[(w, m)]):>10.2f}" for m in METHODS))
     lines.append(f"{'work per run':<16}" + "".join(
         f"{runs[(workers[0], m)][0].work:>10}" for m in METHODS) + "   (frames / seed crops / stacks)")
     lines.append("")
@@ -267,6 +273,10 @@ def report(runs: Runs, workers: list[int], header: list[str]) -> str:
         for name, (num, den, bound, op) in TARGETS.items():
             ratio = med[num] / med[den]
             lines.append(f"workers {w}  {name:<17} {ratio:6.2f}   target {op} {bound:<4}  {verdict(ratio, bound, op)}")
+        cpus = os.cpu_count() or 1
+        floor = statistics.median(run.cpu for run in runs[(w, "prepare")]) / cpus
+        lines.append(f"workers {w}  seed / prepare could reach {med['seed'] / floor:.2f} at most: prepare's CPU time "
+                     f"spread evenly over all {cpus} cores")
     return "\n".join(lines)
 
 
