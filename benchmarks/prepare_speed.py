@@ -88,7 +88,7 @@ class Run:
 
     seconds: float
     work: int
-    cpu: float = 0.0  # CPU seconds of the whole process (every thread) meanwhile
+    cpu: float  # CPU seconds of the whole process (every thread) meanwhile
 
 
 # ---------------------------------------------------------------------------------------- clips
@@ -246,6 +246,10 @@ def median_seconds(runs: list[Run]) -> float:
     return statistics.median(run.seconds for run in runs)
 
 
+def median_cpu(runs: list[Run]) -> float:
+    return statistics.median(run.cpu for run in runs)
+
+
 def warm_libraries(clip: Path) -> None:
     """Load the decoder and both MediaPipe models once, untimed, so no method pays the first load."""
     with native_stderr_silenced():
@@ -264,7 +268,7 @@ def report(runs: Runs, workers: list[int], header: list[str]) -> str:
         lines.append(f"{f'workers {w}':<16}" + "".join(f"{median_seconds(runs[(w, m)]):>10.2f}" for m in METHODS))
     for w in workers:
         lines.append(f"{f'cpu s, workers {w}':<16}" + "".join(
-            f"{statistics.median(run.cpu for run in runs[(w, m)]):>10.2f}" for m in METHODS))
+            f"{median_cpu(runs[(w, m)]):>10.2f}" for m in METHODS))
     lines.append(f"{'work per run':<16}" + "".join(
         f"{runs[(workers[0], m)][0].work:>10}" for m in METHODS) + "   (frames / seed crops / stacks)")
     lines.append("")
@@ -274,7 +278,7 @@ def report(runs: Runs, workers: list[int], header: list[str]) -> str:
             ratio = med[num] / med[den]
             lines.append(f"workers {w}  {name:<17} {ratio:6.2f}   target {op} {bound:<4}  {verdict(ratio, bound, op)}")
         cpus = os.cpu_count() or 1
-        floor = statistics.median(run.cpu for run in runs[(w, "prepare")]) / cpus
+        floor = median_cpu(runs[(w, "prepare")]) / cpus
         lines.append(f"workers {w}  seed / prepare could reach {med['seed'] / floor:.2f} at most: prepare's CPU time "
                      f"spread evenly over all {cpus} cores")
     return "\n".join(lines)
