@@ -105,6 +105,22 @@ def open_journal(page, server: JournalServer) -> None:
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
 
 
+def wait_until_video_loads(video, ready_state: int, timeout_ms: int = 20_000) -> None:
+    """Waits on the video's own events inside the page.
+
+    ``page.wait_for_function`` runs its predicate through ``eval``, which the server's CSP (script-src
+    'self') refuses in current Chromium; a function given to ``evaluate`` is not eval'd.
+    """
+    video.evaluate(
+        "(v, [state, ms]) => new Promise((ok, fail) => {"
+        " const check = () => { if (v.readyState >= state) ok(); };"
+        " v.addEventListener('loadedmetadata', check); v.addEventListener('loadeddata', check);"
+        " v.addEventListener('error', () => fail(new Error('clip failed to load')));"
+        " setTimeout(() => fail(new Error(`readyState ${v.readyState} after ${ms} ms`)), ms); check(); })",
+        [ready_state, timeout_ms],
+    )
+
+
 def entries(server: JournalServer) -> list[dict]:
     status, body = server.json("GET", "api/entries")
     assert status == 200, body
@@ -161,7 +177,7 @@ def test_record_save_reload_restart_edit_delete(server: JournalServer, page) -> 
     expect(result.locator("[data-testid=bars] li")).to_have_count(len(classes))
     expect(result.locator("[data-testid=face-ratio]")).to_contain_text("%")
     expect(result.locator("[data-testid=timeline] svg path").first).to_be_attached()
-    page.wait_for_function("document.querySelector('#result video').readyState >= 1", timeout=20_000)
+    wait_until_video_loads(result.locator("video"), 1)
 
     stored = entries(server)
     assert len(stored) == before + 1
@@ -188,8 +204,7 @@ def test_record_save_reload_restart_edit_delete(server: JournalServer, page) -> 
     item.get_by_test_id("entry-open").click()
     expect(item.locator("[data-testid=bars] li")).to_have_count(len(classes))
     expect(item.locator("[data-testid=timeline] svg")).to_be_visible()
-    item.locator("video").evaluate("v => new Promise((ok, fail) => { if (v.readyState >= 1) ok();"
-                                   " v.onloadedmetadata = ok; v.onerror = () => fail(new Error('clip failed')); })")
+    wait_until_video_loads(item.locator("video"), 1)
     item.get_by_test_id("note-edit").fill("a walk by the river, then tea")
     item.get_by_test_id("note-save").click()
     expect(item.get_by_test_id("note-status")).to_have_text("Note saved.")
@@ -293,8 +308,7 @@ def test_history_screenshot(server: JournalServer, page, tmp_path: Path) -> None
     expect(page.locator("[data-testid=entry]")).to_have_count(len(entries(server)))
     newest.get_by_test_id("entry-open").click()
     expect(newest.locator("[data-testid=timeline] svg")).to_be_visible()
-    newest.locator("video").evaluate("v => new Promise((ok, fail) => { if (v.readyState >= 2) ok();"
-                                     " v.onloadeddata = ok; v.onerror = () => fail(new Error('clip failed')); })")
+    wait_until_video_loads(newest.locator("video"), 2)
     page.eval_on_selector_all("video", "vs => vs.forEach(v => { v.pause(); v.currentTime = 1.5; })")
     page.wait_for_timeout(300)
 
