@@ -115,7 +115,8 @@ def stack_window(window: Window, model: ServingModel) -> StackedWindow | None:
 BATCH = 256  # inputs per model call: a long clip's faces are not one giant batch
 
 
-def _run_batched(model: ServingModel, inputs: np.ndarray) -> np.ndarray:
+def run_batched(model: ServingModel, inputs: np.ndarray) -> np.ndarray:
+    """``model.run`` over ``inputs`` in batches of ``BATCH``."""
     return np.concatenate([model.run(inputs[i:i + BATCH]) for i in range(0, len(inputs), BATCH)])
 
 
@@ -126,7 +127,7 @@ def classify_stacks(model: ServingModel, stacked: list[StackedWindow]) -> list[n
     a frame model classifies each distinct (frame, box) once (24 faces instead of 36 in a 4 s clip).
     """
     if model.kind == "stack":
-        return list(_run_batched(model, np.stack([s.array for s in stacked])))
+        return list(run_batched(model, np.stack([s.array for s in stacked])))
     keys = [(index, tuple(box)) for s in stacked for index, box in zip(s.indices, s.boxes, strict=True)]
     row_of: dict[tuple[int, tuple[int, ...]], int] = {}  # distinct face -> its row in the model's input
     picks: list[int] = []  # position in ``keys`` of each distinct face's first appearance
@@ -135,7 +136,7 @@ def classify_stacks(model: ServingModel, stacked: list[StackedWindow]) -> list[n
             row_of[key] = len(picks)
             picks.append(pos)
     faces = np.concatenate([s.array for s in stacked])
-    probs = _run_batched(model, faces[picks][:, None])[[row_of[key] for key in keys]]
+    probs = run_batched(model, faces[picks][:, None])[[row_of[key] for key in keys]]
     out, start = [], 0
     for s in stacked:
         n = len(s.array)
