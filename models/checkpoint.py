@@ -9,6 +9,7 @@ A checkpoint is a plain dict saved with ``torch.save`` and read back with ``weig
 from __future__ import annotations
 
 import platform
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:120]
-        raise CheckpointError(f"{path} is not a readable checkpoint: not a torch file, or a damaged or truncated "
-                              f"one ({type(exc).__name__}: {first})") from exc
+        raise CheckpointError(_unreadable_reason(path, exc)) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a clip-emotion checkpoint; for plain weights use --weights")
     if data.get("version", 0) > VERSION:
@@ -62,6 +61,18 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if is_compact(data.get("state_dict", {})):
         data["state_dict"] = expand_state(data["state_dict"])
     return data
+
+
+def _unreadable_reason(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` refused a file, in words that point at the file rather than at torch's options
+    (its own message about ``weights_only`` misleads: the fix is never to load unsafely)."""
+    if not zipfile.is_zipfile(path):
+        return (f"{path} is not a checkpoint: not a file torch.save wrote (those are zip archives), or a "
+                "truncated one; pass a .pt written by train or export")
+    if "Weights only load failed" in str(exc):
+        return (f"{path} holds Python objects besides weights, which are not loaded (loading them could run "
+                "code): it was not written by this project's train or export")
+    return f"{path} is a damaged checkpoint ({type(exc).__name__}): write it again with train or export"
 
 
 def model_kind(data: dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
 """A trained model ready to serve: torch checkpoint or ONNX file, one interface, settings read from the file.
 
 Both backends take the uint8 stacks that ``stackmaker`` makes and return class probabilities; the
-normalisation is training's own ``prepare_batch`` inside ``ProbabilityModel``, which is also the
-graph exported to ONNX, so neither backend re-types it.
+normalisation is training's own ``prepare_batch`` inside ``models.torch_serving.ProbabilityModel``, which
+is also the graph exported to ONNX, so neither backend re-types it. This module imports no torch: serving an ONNX file
+(the default) starts in about half the time; ``models.torch_serving`` holds the checkpoint side.
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, model_kind
-from models.weights import WeightsError
-from pipeline.train.inference import autocast, class_probabilities, prepare_batch
-from stacks.framing import checkpoint_framing, serving_margin
+from stacks.framing import serving_margin
 from stacks.settings import InputSettings, StackSettings
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 # The model that ships with the project: a frame model, MobileNetV2 from ImageNet weights trained on FER+'s faces
@@ -38,18 +37,6 @@ ONNX_METADATA_KEY = "clip_emotion"
 
 class ModelLoadError(Exception):
     """A model file that is missing, damaged or not ours; the message says what to pass instead."""
-
-
-class ProbabilityModel(nn.Module):
-    """uint8 (N, C, S, S) stacks in, class probabilities out."""
-
-    def __init__(self, net: nn.Module, inputs: InputSettings) -> None:
-        super().__init__()
-        self.net = net
-        self.inputs = inputs
-
-    def forward(self, stacks: torch.Tensor) -> torch.Tensor:
-        return class_probabilities(self.net, prepare_batch(stacks, self.inputs, stacks.device), self.inputs)
 
 
 @dataclass
@@ -76,47 +63,13 @@ class ServingModel:
                 + (f", logit offsets {shifted}" if shifted else ""))
 
 
-def serving_metadata(data: dict[str, Any]) -> dict[str, Any]:
-    """The settings a served model needs, as stored in a checkpoint (and copied into ONNX exports)."""
-    timing = StackSettings.from_dict(data["stack"], data.get("timing")).timing()
-    return {"kind": model_kind(data), "model": data["model"], "input": data["input"], "stack": data["stack"],
-            "timing": timing, "framing": checkpoint_framing(data), "epoch": data.get("epoch"),
-            "metrics": data.get("metrics", {})}
-
-
-def _settings(meta: dict[str, Any]) -> tuple[tuple[str, ...], int, StackSettings, InputSettings]:
+def settings_from_metadata(meta: dict[str, Any]) -> tuple[tuple[str, ...], int, StackSettings, InputSettings]:
     """The stack settings are the training stacks', with the margin their crops really had (``framing``).
 
     Lengths are the seconds the model stored; a model from before they were stored is read at 30 fps."""
     stack = StackSettings.from_dict(meta["stack"], meta.get("timing"))
     stack = dataclasses.replace(stack, margin=serving_margin(stack.margin, meta.get("framing") or {}))
     return (tuple(meta["model"]["classes"]), int(meta["model"]["in_chans"]), stack, InputSettings(**meta["input"]))
-
-
-def torch_runner(net: nn.Module, inputs: InputSettings, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
-    model = ProbabilityModel(net, inputs).to(device).eval()
-    model = model.to(memory_format=torch.channels_last)
-
-    @torch.no_grad()
-    def run(stacks: np.ndarray) -> np.ndarray:
-        with autocast(device):
-            return model(torch.from_numpy(np.ascontiguousarray(stacks)).to(device)).cpu().numpy()
-
-    return run
-
-
-def load_torch(path: Path, device: torch.device) -> ServingModel:
-    try:
-        data = load_checkpoint(path)
-        net = model_from_checkpoint(data)
-    except (CheckpointError, WeightsError) as exc:
-        raise ModelLoadError(str(exc)) from exc
-    except (KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"{path} is a damaged checkpoint ({type(exc).__name__}: {str(exc)[:150]})") from exc
-    meta = serving_metadata(data)
-    classes, channels, stack, inputs = _settings(meta)
-    return ServingModel(meta["kind"], classes, channels, stack, inputs, Path(data["path"]), "torch",
-                        torch_runner(net, inputs, device), offsets=_offsets(meta))
 
 
 def load_onnx(path: Path, threads: int = 0) -> ServingModel:
@@ -139,7 +92,7 @@ def load_onnx(path: Path, threads: int = 0) -> ServingModel:
                              "(it carries no preprocessing settings)")
     try:
         meta = json.loads(raw)
-        classes, channels, stack, inputs = _settings(meta)
+        classes, channels, stack, inputs = settings_from_metadata(meta)
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{path}: its preprocessing settings are damaged ({type(exc).__name__}: {exc})") from exc
     name = session.get_inputs()[0].name
@@ -148,16 +101,17 @@ def load_onnx(path: Path, threads: int = 0) -> ServingModel:
         return session.run(None, {name: np.ascontiguousarray(stacks, dtype=np.uint8)})[0]
 
     return ServingModel(meta["kind"], classes, channels, stack, inputs, Path(path), "onnx", run, bool(meta.get("int8")),
-                        _offsets(meta))
+                        offsets_from_metadata(meta))
 
 
-def _offsets(meta: dict[str, Any]) -> dict[str, float]:
+def offsets_from_metadata(meta: dict[str, Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in (meta["model"].get("logit_offsets") or {}).items()}
 
 
-def load_serving_model(path: Path | None = None, device: torch.device | None = None) -> ServingModel:
+def load_serving_model(path: Path | None = None, device: torch.device | str | None = None) -> ServingModel:
     """``path``: a run folder, a checkpoint (.pt), an ONNX export, or None for the shipped default (its int8
-    serving form when present)."""
+    serving form when present). ``device`` (a checkpoint's; "auto", "cpu", "cuda", ...): an ONNX file runs
+    on the CPU."""
     if path is None:
         path = SERVED_MODEL if SERVED_MODEL.is_file() else DEFAULT_MODEL
     path = Path(path)
@@ -167,5 +121,10 @@ def load_serving_model(path: Path | None = None, device: torch.device | None = N
                 "an .onnx export")
         raise ModelLoadError(f"model {path} does not exist; {hint}")
     if path.suffix.lower() == ".onnx":
+        if device is not None and str(device) not in ("auto", "cpu"):
+            raise ModelLoadError(f"{path} is an ONNX model, which onnxruntime runs on the CPU: drop --device "
+                                 f"{device}, or pass a .pt checkpoint (the default's is {DEFAULT_MODEL})")
         return load_onnx(path)
-    return load_torch(path, device or torch.device("cpu"))
+    from models.torch_serving import load_torch
+
+    return load_torch(path, device)

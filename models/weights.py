@@ -148,6 +148,10 @@ def resolve_checkpoint(path: Path) -> Path:
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
                 return path / name
+        models = sorted(f.name for f in path.iterdir() if f.suffix.lower() in (".pt", ".onnx") and f.is_file())
+        if models:
+            raise WeightsError(f"{path} is a folder of models, not a run folder (no best.pt or last.pt): pass one "
+                               f"of its files ({', '.join(models)})")
         raise WeightsError(f"{path} holds no best.pt or last.pt: is it a finished run folder?")
     if not path.is_file():
         raise WeightsError(f"{path}: no such run folder or checkpoint file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable
@@ -17,6 +18,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     picks up a file an interrupted run left behind.
     """
     path = Path(path)
+    if path.is_dir():  # else the rename fails naming the temporary file, which the user never chose
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")
     try:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -24,20 +23,11 @@ from tqdm import tqdm
 from stacks.atomic import TMP_MARK
 from stacks.io import read_stack
 from stacks.manifest import ManifestRow
+from stacks.resize import resize_stack
 
 
 class DatasetError(ValueError):
     """Stacks that cannot be trained on together; the message says which and why."""
-
-
-def resize_stack(array: np.ndarray, size: int) -> np.ndarray:
-    """(C, H, W) -> (C, size, size); INTER_AREA down (as prepare crops), linear up; channel by channel
-    (OpenCV's area resize takes at most 4 channels at once)."""
-    c, h, w = array.shape
-    if h == size and w == size:
-        return np.ascontiguousarray(array)
-    interp = cv2.INTER_AREA if size < h else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(ch, (size, size), interpolation=interp) for ch in array])
 
 
 def cache_key(rows: Sequence[ManifestRow], size: int) -> str:

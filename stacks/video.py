@@ -45,6 +45,14 @@ class VideoError(Exception):
     """A clip that cannot be decoded; the message is the reason shown to the user."""
 
 
+def ffmpeg_reason(exc: Exception) -> str:
+    """FFmpeg's own words for what went wrong, whole, without its error number and the path the user knows."""
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        return str(exc.strerror).strip()
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def frame_bgr(frame: av.VideoFrame) -> np.ndarray:
     """A decoded frame's BGR pixels.
 
@@ -105,11 +113,13 @@ class VideoReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise VideoError("file not found")
+        if self.path.stat().st_size == 0:
+            raise VideoError("empty file (0 bytes): was the recording or the copy cut off?")
         try:
             self._container = av.open(str(self.path))
         except (av.FFmpegError, UnicodeDecodeError) as exc:
-            raise VideoError(f"unreadable: FFmpeg cannot open it (corrupt file or unknown format: "
-                             f"{str(exc).strip()[:80]})") from None
+            raise VideoError(f"unreadable: FFmpeg cannot open it ({ffmpeg_reason(exc)}: a corrupt file or not a "
+                             "video)") from None
         streams = self._container.streams.video
         if not streams:
             kinds = sorted({s.type for s in self._container.streams}) or ["nothing"]
@@ -187,8 +197,8 @@ class VideoReader:
                 index += 1
         except av.FFmpegError as exc:
             if index == 0:
-                raise VideoError(f"unreadable: no frame could be decoded ({str(exc).strip()[:80]})") from None
-            raise VideoError(f"decoding failed after {index} frames ({str(exc).strip()[:80]})") from None
+                raise VideoError(f"unreadable: no frame could be decoded ({ffmpeg_reason(exc)})") from None
+            raise VideoError(f"decoding failed after {index} frames ({ffmpeg_reason(exc)})") from None
 
     def decoded(self) -> Iterator[DecodedFrame]:
         """Every frame, in presentation order (BGR not yet converted). One pass per reader."""

@@ -28,6 +28,16 @@ def test_default_model_sees_the_astronaut_smile(dataset: dict) -> None:
     assert pred.label == "happy" and pred.confidence > 0.5 and pred.face_ratio == 1.0
 
 
+def test_predict_with_the_served_onnx_model_never_imports_torch(dataset: dict) -> None:
+    """torch and timm took 4 to 7 of the 8 to 9 s a `predict` call lasted; the default model is ONNX."""
+    code = ("import sys, cli; code = cli.main(['predict', sys.argv[1], '--json']); "
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch', file=sys.stderr); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, str(dataset["root"] / "Happy_0002.mp4")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and '"label": "happy"' in done.stdout, done.stderr
+    assert done.stderr.strip().endswith("no torch"), done.stderr
+
+
 @pytest.mark.slow
 def test_cli_predict_needs_no_model_argument_and_prints_nothing_on_stderr(dataset: dict) -> None:
     """Three runs: MediaPipe's one-time LiteRT line ("Input tensor memory is not aligned ...") came out in

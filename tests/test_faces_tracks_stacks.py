@@ -203,6 +203,14 @@ def test_atomic_write_leaves_nothing_when_the_writer_dies(tmp_path: Path) -> Non
     assert not any(TMP_MARK in p.name for p in tmp_path.iterdir())
 
 
+def test_atomic_write_over_a_folder_names_the_folder_not_a_temporary_file(tmp_path: Path) -> None:
+    (tmp_path / "out.csv").mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        atomic_write(tmp_path / "out.csv", lambda tmp: tmp.write_text("a,b\n"))
+    assert caught.value.filename == str(tmp_path / "out.csv") and TMP_MARK not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
 def test_manifest_roundtrip_and_filters(tmp_path: Path) -> None:
     rows = [ManifestRow(f"{split}/{label}/v_000.tiff", label, split, f"{label}.mp4", "v", 0, 18, 90, 1.0, "fp")
             for split in ("train", "val") for label in ("happy", "sad")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import signal
@@ -24,9 +25,10 @@ from pipeline.serve.predict import PredictError, clip_windows, predict_file
 from pipeline.train.inference import predict_logits, prepare_batch
 from pipeline.train.loop import run_train
 from pipeline.train.settings import AugmentSettings, TrainConfig
-from stacks.dataset import StackDataset, resize_stack
+from stacks.dataset import StackDataset
 from stacks.io import read_stack
 from stacks.manifest import read_manifest
+from stacks.resize import resize_stack
 from stacks.settings import InputSettings, StackSettings
 from stacks.windows import SampledFrame, WindowPlan, windows
 from tests.conftest import REPO, SMALL, make_corrupt_file, make_face_clip, make_faceless_clip
@@ -177,7 +179,7 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(frame_run: Path, clips: dict,
         "cannot open it": ("predict", clips["corrupt"], "--model", frame_run),
         "no face found in any of the": ("predict", clips["faceless"], "--model", frame_run),
         "not a clip-emotion checkpoint": ("predict", clips["image"], "--model", not_ours),
-        "damaged or truncated": ("predict", clips["image"], "--model", damaged),
+        "or a truncated one": ("predict", clips["image"], "--model", damaged),
         "not a readable ONNX model": ("predict", clips["image"], "--model", fake_onnx),
         "does not exist": ("predict", clips["image"], "--model", tmp_path / "nothing"),
     }
@@ -185,6 +187,76 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(frame_run: Path, clips: dict,
         code, out, err = run_cli(*argv)
         lines = err.strip().splitlines()
         assert code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and expected in err, (argv, err)
+
+
+def test_bad_input_messages_are_whole_and_say_what_to_do(frame_run: Path, clips: dict, tmp_path: Path,
+                                                         run_cli) -> None:
+    """Found by trying predict as a new user would: reasons cut mid-path, torch's advice about weights_only,
+    a temporary file's name, a PNG written under a .jpg name, and a folder of models refused as a run."""
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("a text file renamed to .mp4\n" * 20)
+    pickled = tmp_path / "objects.pt"
+    torch.save({"settings": argparse.Namespace(lr=1)}, pickled)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "a.pt").write_bytes(Path(frame_run / "best.pt").read_bytes())
+    (tmp_path / "a_folder").mkdir()
+    cases = {
+        "empty file (0 bytes)": ("predict", empty, "--model", frame_run),
+        "(Invalid data found when processing input: a corrupt file or not a video)":
+            ("predict", text, "--model", frame_run),
+        "holds Python objects besides weights": ("predict", clips["image"], "--model", pickled),
+        "is a folder of models, not a run folder (no best.pt or last.pt): pass one of its files (a.pt)":
+            ("predict", clips["image"], "--model", models),
+        f"--timeline {tmp_path / 'a_folder'} is a folder: give a file name":
+            ("predict", clips["image"], "--model", frame_run, "--timeline", tmp_path / "a_folder"),
+        "the plot is written as PNG; use a .png file name":
+            ("predict", clips["long"], "--model", frame_run, "--plot", tmp_path / "plot.jpg"),
+        "is an ONNX model, which onnxruntime runs on the CPU": ("predict", clips["image"], "--device", "cuda"),
+    }
+    for expected, argv in cases.items():
+        code, out, err = run_cli(*argv)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and expected in err, (argv, err)
+        assert "weights_only" not in err and ".partial-" not in err and "Errno" not in err, err
+    assert not (tmp_path / "plot.jpg").exists()
+
+
+def test_a_clip_whose_emotion_changes_says_so(frame_run: Path, clips: dict) -> None:
+    """One mean answer hides a clip that goes from one emotion to another: the summary lists the stretches."""
+    from pipeline.serve.outputs import emotion_spans, summary_text
+
+    pred = predict_file(clips["long"], load_serving_model(frame_run))
+    classes = pred.classes
+    for i, window in enumerate(pred.windows):  # the first half of the windows one class, the rest another
+        window.probs = np.eye(len(classes))[0 if i < len(pred.windows) // 2 else 1].astype(np.float32)
+    spans = emotion_spans(pred)
+    half = len(pred.windows) // 2
+    assert [label for label, _, _ in spans] == [classes[0], classes[1]]
+    assert spans[0][1] == pred.windows[0].start_s and spans[-1][2] == pred.windows[-1].end_s
+    centres = [(w.start_s + w.end_s) / 2 for w in pred.windows]
+    assert spans[0][2] == spans[1][1] == pytest.approx((centres[half - 1] + centres[half]) / 2)
+    assert f"over time: {classes[0]} {spans[0][1]:.1f}-{spans[0][2]:.1f} s, {classes[1]}" in summary_text(pred)
+    pred.windows.reverse()  # the order they come in does not matter
+    assert emotion_spans(pred) == spans
+    for window in pred.windows:
+        window.probs = np.eye(len(classes))[2].astype(np.float32)
+    assert len(emotion_spans(pred)) == 1 and "over time" not in summary_text(pred)
+
+    # A stretch without a face: no span covers it, and the same class on both sides is no change.
+    ordered = sorted(pred.windows, key=lambda w: w.start_s)
+    before, after = ordered[:1], ordered[-1:]  # the windows between them had no face
+    assert after[0].start_s > before[0].end_s, [(w.start_s, w.end_s) for w in ordered]
+    pred.windows = before + after
+    assert emotion_spans(pred) == [(classes[2], before[0].start_s, before[-1].end_s),
+                                   (classes[2], after[0].start_s, after[-1].end_s)]
+    assert "over time" not in summary_text(pred)
+    for window in after:
+        window.probs = np.eye(len(classes))[1].astype(np.float32)
+    assert f"over time: {classes[2]} {before[0].start_s:.1f}-{before[-1].end_s:.1f} s, {classes[1]} " \
+        f"{after[0].start_s:.1f}-" in summary_text(pred)
 
 
 def test_a_folder_gives_one_row_per_file(frame_run: Path, clips: dict, tmp_path: Path, run_cli) -> None:

@@ -28,7 +28,7 @@ def _current_window(pred: Prediction, time: float) -> int | None:
 def check_annotate_path(out: Path, source: Path) -> None:
     """Before any work: a format OpenCV can write, and never the input clip itself."""
     if Path(out).suffix.lower() not in FOURCC:
-        raise PredictError(f"--annotate {out}: use a .mp4 or .avi file name")
+        raise PredictError(f"--annotate {out}: use a file name ending in one of {', '.join(FOURCC)}")
     if Path(out).resolve() == Path(source).resolve():
         raise PredictError(f"--annotate {out} is the input clip: choose another file name")
 

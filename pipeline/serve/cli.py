@@ -35,19 +35,20 @@ def add_predict(sub: Subcommands) -> None:
     _add_model_options(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON (windows included)")
     p.add_argument("--stride", type=int, default=None,
-                   help="frames between window starts (default: half the model's sequence)")
+                   help="frames between window starts, counted at 30 fps whatever the clip's rate (default: half "
+                        "the model's sequence)")
     p.add_argument("--min-seconds", type=float, default=1.0, help="shorter clips are refused")
     p.add_argument("--timeline", type=Path, help="CSV: one row per window (start, end, label, probabilities)")
     p.add_argument("--plot", type=Path, help="PNG: the probabilities over the clip")
-    p.add_argument("--annotate", type=Path, help="MP4/AVI: the clip with the face box and the current emotion")
+    p.add_argument("--annotate", type=Path, help="the clip with the face box and the current emotion: .mp4/.m4v/.mov "
+                   "(MPEG-4 part 2: VLC, QuickTime and ffplay play it, browsers may not) or .avi/.mkv (MJPEG)")
     p.add_argument("--out", type=Path, help="folder input: the CSV to write (default: <folder>/predictions.csv)")
 
 
 def _load(args: argparse.Namespace):
     from models.served import load_serving_model
-    from pipeline.train.parts import resolve_device
 
-    return load_serving_model(args.model, resolve_device(args.device))
+    return load_serving_model(args.model, args.device)
 
 
 def _predict_folder(args: argparse.Namespace, model) -> int:
@@ -83,10 +84,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from models.served import ModelLoadError
     from pipeline.serve.annotate import check_annotate_path
     from pipeline.serve.predict import PredictError, predict_file
-    from pipeline.train.parts import TrainError
     from stacks.settings import IMAGE_EXTENSIONS
 
     try:
+        check_predict_paths(args)
         if args.annotate:
             check_annotate_path(args.annotate, args.input)
             if args.input.is_dir() or args.input.suffix.lower() in IMAGE_EXTENSIONS:
@@ -96,7 +97,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             return _predict_folder(args, model)
         pred = predict_file(args.input, model, args.stride, args.min_seconds)
         written = _write_outputs(args, pred)
-    except (ModelLoadError, PredictError, TrainError) as exc:
+    except (ModelLoadError, PredictError) as exc:
         return fail(str(exc))
     except ValueError as exc:  # a bad --stride
         return fail(str(exc), 2)
@@ -111,6 +112,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for what, path in written.items():
             print(f"  {what}: {path}")
     return 0
+
+
+def check_predict_paths(args: argparse.Namespace) -> None:
+    """Before the model loads (seconds): the input exists and no output names a folder or a wrong format."""
+    from pipeline.serve.predict import PredictError
+
+    if not args.input.exists():
+        raise PredictError(f"{args.input}: no such file or folder")
+    for option, path in (("--timeline", args.timeline), ("--plot", args.plot), ("--annotate", args.annotate),
+                         ("--out", args.out)):
+        if path is not None and path.is_dir():
+            raise PredictError(f"{option} {path} is a folder: give a file name")
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise PredictError(f"--plot {args.plot}: the plot is written as PNG; use a .png file name")
 
 
 def _write_outputs(args: argparse.Namespace, pred) -> dict[str, str]:
@@ -151,7 +166,6 @@ def cmd_live(args: argparse.Namespace) -> int:
     from models.served import ModelLoadError
     from pipeline.serve.live import live_predictions, window_seconds
     from pipeline.serve.predict import PredictError
-    from pipeline.train.parts import TrainError
 
     made = 0
     try:
@@ -162,7 +176,7 @@ def cmd_live(args: argparse.Namespace) -> int:
             for prediction in predictions:
                 print(_live_line(prediction, model.classes, window_seconds(model)))
                 made += prediction.probs is not None
-    except (ModelLoadError, PredictError, TrainError) as exc:
+    except (ModelLoadError, PredictError) as exc:
         return fail(str(exc))
     except ValueError as exc:  # a bad --every
         return fail(str(exc).replace("--stride", "--every"), 2)

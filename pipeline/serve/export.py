@@ -13,7 +13,8 @@ import torch
 
 from models.checkpoint import save_checkpoint
 from models.compact import compact_state
-from models.served import ONNX_METADATA_KEY, ProbabilityModel, serving_metadata
+from models.served import ONNX_METADATA_KEY
+from models.torch_serving import ProbabilityModel, serving_metadata
 from pipeline.checkpoints import read_checkpoint, rebuild_model
 from stacks.atomic import atomic_write
 from stacks.settings import InputSettings

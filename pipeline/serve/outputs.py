@@ -9,6 +9,7 @@ from pathlib import Path
 from pipeline.plots import plot_timeline
 from pipeline.serve.predict import Prediction
 from stacks.atomic import atomic_write, atomic_write_text
+from stacks.timegrid import TOLERANCE
 
 
 def summary_text(pred: Prediction) -> str:
@@ -19,10 +20,40 @@ def summary_text(pred: Prediction) -> str:
     if pred.kind == "video":
         lines.append(f"  face found in {pred.face_ratio:.0%} of the sampled frames; {pred.duration:.2f} s, "
                      f"{len(pred.windows)} window(s)")
+        changes = emotion_spans(pred)
+        if any(a[0] != b[0] for a, b in zip(changes, changes[1:])):  # one mean answer would hide the change
+            shown = ", ".join(f"{label} {a:.1f}-{b:.1f} s" for label, a, b in changes[:MAX_SPANS_SHOWN])
+            more = (f", ... ({len(changes)} stretches: see --timeline or --plot)"
+                    if len(changes) > MAX_SPANS_SHOWN else "")
+            lines.append(f"  over time: {shown}{more}")
         if pred.no_face:
             spans = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in merged_spans(pred.no_face))
             lines.append(f"  no face: {spans} (not in the answer)")
     return "\n".join(lines)
+
+
+MAX_SPANS_SHOWN = 6
+
+
+def emotion_spans(pred: Prediction) -> list[tuple[str, float, float]]:
+    """Runs of consecutive windows with the same top class, as (label, start s, end s), in time order.
+
+    Overlapping windows of two classes meet halfway between their centres. A stretch without a face (no
+    window of ``pred.windows`` covers it) ends a run, so no span claims it."""
+    spans: list[tuple[str, float, float]] = []
+    previous = None
+    for window in sorted(pred.windows, key=lambda w: w.start_s):
+        label = pred.classes[int(window.probs.argmax())]
+        if previous is None or window.start_s > previous.end_s + TOLERANCE:  # the first, or after a gap
+            spans.append((label, window.start_s, window.end_s))
+        elif spans[-1][0] == label:
+            spans[-1] = (label, spans[-1][1], max(spans[-1][2], window.end_s))
+        else:
+            cut = (previous.start_s + previous.end_s + window.start_s + window.end_s) / 4
+            spans[-1] = (spans[-1][0], spans[-1][1], cut)
+            spans.append((label, cut, window.end_s))
+        previous = window
+    return spans
 
 
 def _csv_text(header: list[str], rows: list[list]) -> str:

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 
 from models.served import ServingModel
-from stacks.dataset import resize_stack
 from stacks.faces import quiet_background_finder, quiet_thread_finder
 from stacks.maker import find_faces, stack_detected
+from stacks.resize import resize_stack
 from stacks.settings import IMAGE_EXTENSIONS, REFERENCE_FPS, VIDEO_EXTENSIONS
 from stacks.timegrid import TOLERANCE, interval_grid
 from stacks.video import VideoError, VideoReader, decode_threads
