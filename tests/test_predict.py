@@ -259,6 +259,30 @@ def test_a_clip_whose_emotion_changes_says_so(frame_run: Path, clips: dict) -> N
         f"{after[0].start_s:.1f}-" in summary_text(pred)
 
 
+def test_two_faces_in_a_clip_are_said(frame_run: Path, head: np.ndarray, tmp_path: Path) -> None:
+    """The answer is one face's: with two in view the summary says so (it said nothing)."""
+    from pipeline.serve.outputs import summary_text
+
+    face = cv2.cvtColor(cv2.resize(head, (200, 200)), cv2.COLOR_RGB2BGR)
+    frame = np.full((240, 480, 3), 90, np.uint8)
+    frame[20:220, 20:220], frame[20:220, 260:460] = face, face[:, ::-1]
+    model = load_serving_model(frame_run)
+    two = predict_file(_still_clip(tmp_path / "two.mp4", frame), model)
+    assert two.faces_seen == 2 and two.to_dict()["faces_seen"] == 2
+    assert "2 faces found in one frame: the answer follows the one seen largest and longest" in summary_text(two)
+    one = predict_file(_still_clip(tmp_path / "one.mp4", frame[:, :240]), model)
+    assert one.faces_seen == 1 and "faces found" not in summary_text(one)
+
+
+def _still_clip(path: Path, frame: np.ndarray, seconds: float = 2.0) -> Path:
+    frame = np.ascontiguousarray(frame)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (frame.shape[1], frame.shape[0]))
+    for _ in range(round(seconds * 30)):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
 def test_a_folder_gives_one_row_per_file(frame_run: Path, clips: dict, tmp_path: Path, run_cli) -> None:
     folder = tmp_path / "clips"
     folder.mkdir()

@@ -15,7 +15,7 @@ from models.served import ServingModel, load_serving_model
 from pipeline.prepare.run import run_prepare
 from pipeline.prepare.settings import PrepareConfig, SplitSettings
 from pipeline.serve.live import live_predictions
-from pipeline.serve.outputs import write_timeline
+from pipeline.serve.outputs import summary_text, write_timeline
 from pipeline.serve.predict import PredictError, predict_file
 from stacks.io import read_stack
 from stacks.settings import StackSettings
@@ -88,6 +88,10 @@ def test_every_still_gives_an_answer_or_a_clear_line(shipped: ServingModel, name
     if answer:
         pred = predict_file(realvideo() / name, shipped)
         assert pred.kind == "image" and pred.face_ratio == 1.0 and pred.label in shipped.classes
+        # a group photo says that the answer is one face's, not the group's
+        assert (pred.faces_seen > 1) == (name == "multi_face.jpg"), pred.faces_seen
+        assert ("faces found in the image: the answer is for the largest" in summary_text(pred)) == \
+            (name == "multi_face.jpg")
     else:
         with pytest.raises(PredictError, match="no face found in the image"):
             predict_file(realvideo() / name, shipped)

@@ -17,6 +17,10 @@ def summary_text(pred: Prediction) -> str:
     lines = [f"{pred.source}: {pred.label} ({pred.confidence:.1%})"]
     for name, p in sorted(zip(pred.classes, pred.probs), key=lambda item: -item[1]):
         lines.append(f"  {name:<10} {p:6.1%}  {'#' * int(round(p * 30))}")
+    if pred.faces_seen > 1:
+        lines.append(f"  {pred.faces_seen} faces found in one frame: the answer follows the one seen largest and "
+                     "longest (--annotate draws its box)" if pred.kind == "video" else
+                     f"  {pred.faces_seen} faces found in the image: the answer is for the largest")
     if pred.kind == "video":
         lines.append(f"  face found in {pred.face_ratio:.0%} of the sampled frames; {pred.duration:.2f} s, "
                      f"{len(pred.windows)} window(s)")

@@ -11,6 +11,7 @@ the window. The clip's answer is the mean over windows.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class Prediction:
     found: dict[int, bool] = field(default_factory=dict)  # sampled frame -> face detected there (not carried over)
     duration: float = 0.0  # seconds of the clip: last frame's time + one frame period (frames / fps at a constant rate)
     no_face: list[tuple[float, float]] = field(default_factory=list)  # (start_s, end_s) of windows without a face
+    faces_seen: int = 1  # the most faces found in one sampled frame; the answer follows the main one
 
     @property
     def label(self) -> str:
@@ -83,6 +85,7 @@ class Prediction:
                  "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, w.probs)},
                  "face_ratio": round(w.face_ratio, 4)} for w in self.windows],
             "no_face": [{"start_s": round(a, 3), "end_s": round(b, 3)} for a, b in self.no_face],
+            "faces_seen": self.faces_seen,
         }
 
 
@@ -155,6 +158,7 @@ class ClipWindows:
     sampled: int  # sampled frames searched for a face
     duration: float = 0.0  # seconds: the last frame's time + one frame period
     faceless: list[float] = field(default_factory=list)  # start (s) of each window without a face
+    faces_seen: int = 0  # the most faces found in one sampled frame
 
 
 def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> ClipWindows:
@@ -177,8 +181,13 @@ def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> 
                 out.sampled += 1
                 yield item.index, bgr, moment
 
+        def counted(found: Iterator[SampledFrame]) -> Iterator[SampledFrame]:
+            for frame in found:
+                out.faces_seen = max(out.faces_seen, len(frame.faces))
+                yield frame
+
         try:
-            for window in windows(detect_frames(frames(), finder), plan):
+            for window in windows(counted(detect_frames(frames(), finder)), plan):
                 made = stack_window(window, model)
                 if made is not None:
                     out.stacked.append(made)
@@ -203,6 +212,7 @@ def _video(path: Path, model: ServingModel, stride: int | None, min_seconds: flo
         raise PredictError(f"{path}: no face found in any of the {clip.sampled} sampled frames")
     pred = _assemble(path, "video", model, clip.stacked, clip.fps, clip.frames, clip.sampled, clip.duration)
     pred.no_face = [(start, min(start + model.stack.sequence_seconds, clip.duration)) for start in clip.faceless]
+    pred.faces_seen = clip.faces_seen
     return pred
 
 
@@ -214,7 +224,9 @@ def _image(path: Path, model: ServingModel) -> Prediction:
     made = stack_window(Window([frame]), model)
     if made is None:
         raise PredictError(f"{path}: no face found in the image")
-    return _assemble(path, "image", model, [made], 0.0, 1, 1, 0.0)
+    pred = _assemble(path, "image", model, [made], 0.0, 1, 1, 0.0)
+    pred.faces_seen = len(frame.faces)
+    return pred
 
 
 def _assemble(path: Path, kind: str, model: ServingModel, stacked: list[StackedWindow], fps: float,
