@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -149,6 +151,9 @@ def test_long_clip_is_classified_window_by_window(frame_run: Path, clips: dict, 
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cap = cv2.VideoCapture(str(video))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 240 and cap.get(cv2.CAP_PROP_FRAME_WIDTH) == SMALL[0]
+    with av.open(str(video)) as annotated:  # H.264, which browsers play (MPEG-4 part 2 before: they did not)
+        stream = annotated.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.average_rate == 30
 
 
 def test_short_clip_is_padded_and_too_short_is_refused(stack_run: Path, clips: dict) -> None:
@@ -363,6 +368,19 @@ def test_face_share_counts_the_frames_of_faceless_windows(frame_run: Path, clips
     from pipeline.serve.annotate import write_annotated
 
     assert write_annotated(pred, annotated) == 180
+    with av.open(str(annotated)) as written:
+        assert written.streams.video[0].codec_context.name == "mjpeg" and written.streams.video[0].frames == 180
+    source = tmp_path / "odd_source.mkv"  # lossless FFV1 keeps odd sides (an H.264 or MPEG-4 writer rounds them)
+    with av.open(str(source), "w") as clip:
+        stream = clip.add_stream("ffv1", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 81, 59, "bgr0"
+        for _ in range(60):
+            clip.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((59, 81, 3), np.uint8), format="bgr24")))
+        clip.mux(stream.encode())
+    odd = tmp_path / "odd.mkv"  # 4:2:0 needs even sides: an odd-sized clip gets one black pixel more
+    assert write_annotated(dataclasses.replace(pred, source=str(source)), odd) == 60
+    with av.open(str(odd)) as written:
+        assert (written.streams.video[0].width, written.streams.video[0].height) == (82, 60)
 
 
 def test_more_bad_input_through_the_cli(frame_run: Path, clips: dict, tmp_path: Path, run_cli) -> None:

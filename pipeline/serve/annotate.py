@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import bisect
 import os
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
 from pipeline.serve.predict import PredictError, Prediction
 from stacks.timegrid import TOLERANCE
-from stacks.video import VideoError, VideoReader
+from stacks.video import VideoError, VideoReader, ffmpeg_reason
 
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+# H.264 (what browsers and phones play) in MP4, MOV and MKV; MJPEG in AVI, for players of old.
+CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".avi": "mjpeg"}
+FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 
 
 def _current_window(pred: Prediction, time: float) -> int | None:
@@ -27,8 +31,8 @@ def _current_window(pred: Prediction, time: float) -> int | None:
 
 def check_annotate_path(out: Path, source: Path) -> None:
     """Before any work: a format OpenCV can write, and never the input clip itself."""
-    if Path(out).suffix.lower() not in FOURCC:
-        raise PredictError(f"--annotate {out}: use a file name ending in one of {', '.join(FOURCC)}")
+    if Path(out).suffix.lower() not in CODECS:
+        raise PredictError(f"--annotate {out}: use a file name ending in one of {', '.join(CODECS)}")
     if Path(out).resolve() == Path(source).resolve():
         raise PredictError(f"--annotate {out} is the input clip: choose another file name")
 
@@ -47,7 +51,7 @@ def draw_label(bgr: np.ndarray, box: list[int] | None, text: str) -> None:
 
 
 def write_annotated(pred: Prediction, out: Path) -> int:
-    """Writes ``out`` (mp4/avi) and returns the number of frames written; the file appears only when complete.
+    """Writes ``out`` and returns the number of frames written; the file appears only when complete.
 
     Each frame shows the box of the nearest earlier sampled frame where the face was really detected
     (none where it was not), and the label of the current window."""
@@ -64,11 +68,7 @@ def write_annotated(pred: Prediction, out: Path) -> int:
             for item in reader.decoded():
                 index, bgr = item.index, item.bgr()
                 if writer is None:  # sized from the first decoded frame, not the container's claim
-                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC[out.suffix.lower()]),
-                                             reader.fps, (bgr.shape[1], bgr.shape[0]))
-                    if not writer.isOpened():
-                        raise PredictError(f"--annotate {out}: OpenCV cannot write there (folder not writable, "
-                                           "or no encoder for this format: try .avi)")
+                    writer = _Writer(tmp, out, reader.fps, bgr.shape[1], bgr.shape[0])
                 at = bisect.bisect_right(sampled, index) - 1
                 near = sampled[at] if at >= 0 else None
                 box = pred.boxes[near] if near is not None and pred.found.get(near) else None
@@ -81,15 +81,48 @@ def write_annotated(pred: Prediction, out: Path) -> int:
                 draw_label(bgr, box, text)
                 writer.write(bgr)
                 written += 1
-        if writer is not None:
-            writer.release()
         if written == 0:
             raise PredictError(f"{pred.source}: no frame could be decoded for --annotate")
+        writer.close()
         os.replace(tmp, out)
     except VideoError as exc:
         raise PredictError(f"{pred.source}: {exc}") from exc
     finally:
         if writer is not None:
-            writer.release()
+            writer.close()
         tmp.unlink(missing_ok=True)
     return written
+
+
+class _Writer:
+    """FFmpeg's encoder through PyAV at the clip's nominal rate. An odd width or height (which 4:2:0 cannot
+    hold) gets one black pixel more."""
+
+    def __init__(self, tmp: Path, out: Path, fps: float, width: int, height: int) -> None:
+        codec = CODECS[out.suffix.lower()]
+        self.size = (width + width % 2, height + height % 2)
+        try:
+            self.container = av.open(str(tmp), "w", format=FORMATS.get(out.suffix.lower()))
+        except (av.FFmpegError, OSError) as exc:
+            raise PredictError(f"--annotate {out}: cannot write there ({ffmpeg_reason(exc)})") from None
+        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        self.stream.width, self.stream.height = self.size
+        self.stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        if codec == "libx264":
+            self.stream.options = {"preset": "veryfast", "crf": "20"}
+        self.closed = False
+
+    def write(self, bgr: np.ndarray) -> None:
+        if bgr.shape[1] != self.size[0] or bgr.shape[0] != self.size[1]:
+            bgr = cv2.copyMakeBorder(bgr, 0, self.size[1] - bgr.shape[0], 0, self.size[0] - bgr.shape[1],
+                                     cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(bgr, format="bgr24")))
+
+    def close(self) -> None:
+        """Flushes the encoder and closes the file; once."""
+        if not self.closed:
+            self.closed = True
+            try:
+                self.container.mux(self.stream.encode())
+            finally:
+                self.container.close()

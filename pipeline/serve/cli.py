@@ -40,8 +40,8 @@ def add_predict(sub: Subcommands) -> None:
     p.add_argument("--min-seconds", type=float, default=1.0, help="shorter clips are refused")
     p.add_argument("--timeline", type=Path, help="CSV: one row per window (start, end, label, probabilities)")
     p.add_argument("--plot", type=Path, help="PNG: the probabilities over the clip")
-    p.add_argument("--annotate", type=Path, help="the clip with the face box and the current emotion: .mp4/.m4v/.mov "
-                   "(MPEG-4 part 2: VLC, QuickTime and ffplay play it, browsers may not) or .avi/.mkv (MJPEG)")
+    p.add_argument("--annotate", type=Path, help="the clip with the face box and the current emotion: .mp4, .m4v, "
+                   ".mov or .mkv (H.264, as browsers and phones play it) or .avi (MJPEG)")
     p.add_argument("--out", type=Path, help="folder input: the CSV to write (default: <folder>/predictions.csv)")
 
 
