@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 
+import cv2
 import pytest
 
 from models.served import SERVED_MODEL
@@ -106,20 +107,23 @@ def test_predict_classifies_without_storing(server: JournalServer, clips: dict[s
 
 
 @pytest.mark.parametrize(("name", "message"), [
-    ("faceless", "no face found"),
+    ("faceless", "sampled frames: keep your face in the frame and in good light, then record again"),
     ("short", "at least 2 s"),
     ("corrupt", "corrupt"),
-    ("text", "corrupt"),
+    ("text", "the file cannot be read as a video (a corrupt file, or not a video): record a clip, or pick"),
     ("empty", "empty"),
+    ("photo", "this is a photo (PNG), not a video"),  # it was "the clip is 0.04 s long"
 ])
 def test_bad_clips_are_refused_and_nothing_is_stored(server: JournalServer, clips: dict[str, bytes], name: str,
-                                                     message: str) -> None:
-    data = {**clips, "text": b"Dear diary, this is not a video.\n" * 50, "empty": b""}[name]
+                                                     message: str, head) -> None:
+    photo = cv2.imencode(".png", cv2.cvtColor(head, cv2.COLOR_RGB2BGR))[1].tobytes()
+    data = {**clips, "text": b"Dear diary, this is not a video.\n" * 50, "empty": b"", "photo": photo}[name]
     before = files_in(server.data_dir / "clips")
     count = server.json("GET", "api/entries")[1]["count"]
     status, body = server.upload("api/entries", data, filename=f"{name}.mp4")
     assert 400 <= status < 500 and message in body["error"], body
     assert str(server.data_dir) not in body["error"]  # no server paths in answers
+    assert "FFmpeg" not in body["error"]  # words for someone recording a clip
     assert server.json("GET", "api/entries")[1]["count"] == count
     assert files_in(server.data_dir / "clips") == before
     assert files_in(server.data_dir / "incoming") == []

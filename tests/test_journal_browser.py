@@ -244,8 +244,11 @@ def test_corrupt_upload_shows_the_servers_message(server: JournalServer, page, t
     expect(page.locator("#status")).to_have_text("Nothing was saved.")
     expect(page.locator("#result")).to_be_hidden()
     assert len(entries(server)) == before
+    expect(page.locator("#save")).to_be_disabled()  # the same clip would be refused again (it stayed enabled)
     page.click("#error-close")
     expect(error).to_be_hidden()
+    page.set_input_files("#upload", str(broken))  # another clip (here the same file, chosen again) can be saved
+    expect(page.locator("#save")).to_be_enabled()
 
 
 DIARY = {"anger": ["Train was late; missed the meeting.", "Deadline moved again."],

@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect
 from pipeline.journal.classify import Busy, ClipClassifier, PredictError
 from pipeline.journal.security import Guard, SecurityHeaders, UploadLimit, UploadTooLarge
 from pipeline.journal.settings import JournalSettings
-from pipeline.journal.store import ENTRY_ID, EntryStore, sniff_suffix
+from pipeline.journal.store import ENTRY_ID, EntryStore, sniff_suffix, still_image
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_NOTE = 10_000  # characters
@@ -52,6 +52,16 @@ def _day(value: str | None, name: str) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise ApiError(400, f"?{name}= must be a date like 2026-12-01 (got {value!r})") from None
+
+
+def for_the_page(message: str) -> str:
+    """``predict``'s reason, in words for someone who records a clip rather than runs a decoder."""
+    if message.startswith("no face found"):
+        return f"{message}: keep your face in the frame and in good light, then record again"
+    if "FFmpeg cannot open it" in message or "no frame could be decoded" in message:
+        return ("the file cannot be read as a video (a corrupt file, or not a video): record a clip, or pick "
+                "an .mp4, .webm or .mov file")
+    return message
 
 
 def _note(value: Any) -> str:
@@ -137,6 +147,9 @@ def create_app(settings: JournalSettings, store: EntryStore, classifier: ClipCla
             head = await clip.read(SNIFF_BYTES)
             if not head:
                 raise ApiError(400, "the clip is empty (0 bytes): record again or pick another file")
+            if (kind := still_image(head)) is not None:
+                raise ApiError(415, f"this is a photo ({kind}), not a video: the journal keeps a 3-5 s clip of your "
+                                    "face; record one, or pick a video file")
             path = store.new_upload().with_suffix(sniff_suffix(head))
             try:
                 with open(path, "wb") as out:
@@ -163,7 +176,7 @@ def create_app(settings: JournalSettings, store: EntryStore, classifier: ClipCla
                 prediction = await classifier.classify(path)
             except PredictError as exc:
                 message = str(exc).removeprefix(f"{path}: ").replace(str(path), "the clip")
-                raise ApiError(422, message) from None
+                raise ApiError(422, for_the_page(message)) from None
             return path, note, prediction.to_dict()
         except BaseException:
             if path is not None:

@@ -50,6 +50,22 @@ class StoreError(Exception):
     """A data folder the journal cannot use; the message says why and what to do."""
 
 
+def still_image(head: bytes) -> str | None:
+    """The kind of photo the first bytes announce (JPEG, PNG, GIF, WebP, HEIC, AVIF), or None. FFmpeg reads
+    a photo as a one-frame video, which would be refused as "0.04 s long"."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"GIF8"):
+        return "GIF"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"avif"):
+        return "AVIF" if head[8:12] == b"avif" else "HEIC"
+    return None
+
+
 def sniff_suffix(head: bytes) -> str:
     """A file suffix for the container the first bytes announce (the decoder still has the last word).
 

@@ -315,12 +315,12 @@ async function onRecord() {
   state.recording = true;
   updateControls();
   try {
-    setStatus('Starting the camera…');
+    setStatus('Starting the camera');
     const stream = await startCamera();
     clearPending();
-    setStatus('Look at the camera.');
+    setStatus('Look at the camera');
     await countdown();
-    setStatus('Recording…');
+    setStatus('Recording');
     const blob = await recordClip(stream);
     stopCamera(); // the camera light goes off as soon as the clip is taken
     const extension = blob.type.includes('mp4') ? 'mp4' : 'webm';
@@ -380,7 +380,7 @@ function updateControls() {
   $('record').disabled = busy;
   $('camera').disabled = busy;
   $('upload').disabled = busy;
-  $('save').disabled = busy || !state.pending;
+  $('save').disabled = busy || !state.pending || Boolean(state.pending.refused);
   const recorded = state.pending?.source === 'recorded';
   show($('retake'), recorded);
   show($('record'), !recorded);
@@ -395,7 +395,7 @@ async function onSave() {
   clearError();
   state.saving = true;
   updateControls();
-  setStatus('Reading your face…');
+  setStatus('Reading your face');
   const form = new FormData();
   form.append('clip', state.pending.blob, state.pending.filename);
   const note = $('note').value.trim();
@@ -406,6 +406,8 @@ async function onSave() {
   } catch (error) {
     setStatus('Nothing was saved.');
     showError(error.message || String(error));
+    // The clip itself was refused (no face, not a video): saving it again would say the same.
+    if ((error.status === 415 || error.status === 422) && state.pending) state.pending.refused = true;
     return;
   } finally {
     state.saving = false;
