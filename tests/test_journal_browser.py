@@ -210,11 +210,20 @@ def test_record_save_reload_restart_edit_delete(server: JournalServer, page) -> 
     expect(item.get_by_test_id("note-status")).to_have_text("Note saved.")
     expect(item.get_by_test_id("entry-note")).to_have_text("a walk by the river, then tea")
     assert server.json("GET", f"api/entries/{entry['id']}")[1]["note"] == "a walk by the river, then tea"
+    item.get_by_test_id("note-edit").press("End")
+    item.get_by_test_id("note-edit").type("!")  # more text: "Note saved." would no longer be true
+    expect(item.get_by_test_id("note-status")).to_have_text("")
 
-    # delete, with the confirm step inside the page: cancel keeps it, confirm removes it
+    # delete, with the confirm step inside the page: cancel (or Escape) keeps it, confirm removes it
     item.get_by_test_id("delete").click()
     item.get_by_test_id("cancel-delete").click()
     expect(item).to_have_count(1)
+    expect(item.get_by_test_id("delete")).to_be_focused()
+    item.get_by_test_id("delete").click()
+    expect(item.get_by_test_id("cancel-delete")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(item.get_by_test_id("confirm")).to_be_hidden()
+    expect(item.get_by_test_id("delete")).to_be_focused()
     item.get_by_test_id("delete").click()
     item.get_by_test_id("confirm-delete").click()
     expect(item).to_have_count(0)

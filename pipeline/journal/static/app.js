@@ -677,6 +677,7 @@ function entryActions(entry, item) {
   noteBox.value = entry.note || '';
   const noteStatus = el('span', { class: 'muted small', 'aria-live': 'polite', 'data-testid': 'note-status' });
   const saveNote = el('button', { type: 'button', 'data-testid': 'note-save', text: 'Save note' });
+  noteBox.addEventListener('input', () => { noteStatus.textContent = ''; }); // "Note saved." was about the old text
   saveNote.addEventListener('click', async () => {
     clearError();
     saveNote.disabled = true;
@@ -711,9 +712,14 @@ function entryActions(entry, item) {
     deleteButton.hidden = true;
     cancelButton.focus();
   });
-  cancelButton.addEventListener('click', () => {
+  const keep = () => {
     confirmRow.hidden = true;
     deleteButton.hidden = false;
+    deleteButton.focus();
+  };
+  cancelButton.addEventListener('click', keep);
+  confirmRow.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') keep();
   });
   confirmButton.addEventListener('click', async () => {
     clearError();
