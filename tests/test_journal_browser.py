@@ -195,6 +195,9 @@ def test_record_save_reload_restart_edit_delete(server: JournalServer, page) -> 
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
     expect(item.locator("[data-testid=entry-label]")).to_have_text(HAPPY)
     server.stop()
+    # opened while the server is down: the page says so, not that the browser cannot play the clip
+    item.get_by_test_id("entry-open").click()
+    expect(item.locator(".clip-note")).to_have_text(re.compile(r"^Cannot reach the journal server"), timeout=20_000)
     server.start()
     open_journal(page, server)
     expect(item).to_have_count(1)

@@ -541,10 +541,21 @@ function entryView(entry, { clipUrl, autoplay = false } = {}) {
     video.autoplay = true;
     video.play().catch(() => {});
   }
-  video.addEventListener('error', () => {
-    if (!video.nextElementSibling?.classList.contains('clip-note')) {
-      video.after(el('p', { class: 'clip-note muted small', text: 'This browser cannot play this clip; it is kept as it was sent.' }));
+  video.addEventListener('error', async () => {
+    if (video.nextElementSibling?.classList.contains('clip-note')) return;
+    const note = el('p', { class: 'clip-note muted small', text: 'Loading the clip failed…' });
+    video.after(note);
+    // A failed fetch and a format the browser cannot play give the same media error: ask the server.
+    let text = 'This browser cannot play this clip; it is kept as it was sent.';
+    if (clipUrl) {
+      try {
+        const response = await fetch(clipUrl, { headers: { Range: 'bytes=0-0' }, credentials: 'same-origin' });
+        if (!response.ok) text = `The clip could not be fetched (the server answered ${response.status}).`;
+      } catch {
+        text = 'Cannot reach the journal server to fetch the clip: is it still running? Reload the page once it is.';
+      }
     }
+    note.textContent = text;
   });
   const face = Number(entry.face_ratio) || 0;
   const faceMeter = el('span', { class: 'meter-fill' });
