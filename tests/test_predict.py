@@ -160,6 +160,10 @@ def test_short_clip_is_padded_and_too_short_is_refused(stack_run: Path, clips: d
     model = load_serving_model(stack_run)
     pred = predict_file(clips["short"], model)  # 45 frames: 9 samples padded to 18 channels
     assert len(pred.windows) == 1 and pred.frames == 45 and pred.face_ratio == 1.0
+    from pipeline.serve.outputs import summary_text
+
+    assert f"shorter than the model's {model.stack.sequence_seconds:.1f} s window" in summary_text(pred)  # was silent
+    assert "shorter than" not in summary_text(predict_file(clips["long"], model))
     with pytest.raises(PredictError, match=r"0.50 s long; at least 1 s"):
         predict_file(clips["tiny"], model)
     assert len(predict_file(clips["tiny"], model, min_seconds=0.5).windows) == 1

@@ -24,6 +24,9 @@ def summary_text(pred: Prediction) -> str:
     if pred.kind == "video":
         lines.append(f"  face found in {pred.face_ratio:.0%} of the sampled frames; {pred.duration:.2f} s, "
                      f"{len(pred.windows)} window(s)")
+        if pred.duration < pred.sequence_s - TOLERANCE:
+            lines.append(f"  shorter than the model's {pred.sequence_s:.1f} s window: its last face fills the rest, "
+                         "as in training; a 3-5 s clip is read best")
         changes = emotion_spans(pred)
         if any(a[0] != b[0] for a, b in zip(changes, changes[1:])):  # one mean answer would hide the change
             shown = ", ".join(f"{label} {a:.1f}-{b:.1f} s" for label, a, b in changes[:MAX_SPANS_SHOWN])

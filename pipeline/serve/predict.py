@@ -61,6 +61,7 @@ class Prediction:
     duration: float = 0.0  # seconds of the clip: last frame's time + one frame period (frames / fps at a constant rate)
     no_face: list[tuple[float, float]] = field(default_factory=list)  # (start_s, end_s) of windows without a face
     faces_seen: int = 1  # the most faces found in one sampled frame; the answer follows the main one
+    sequence_s: float = 0.0  # the model's window: a shorter clip is padded with its last face
 
     @property
     def label(self) -> str:
@@ -244,7 +245,7 @@ def _assemble(path: Path, kind: str, model: ServingModel, stacked: list[StackedW
             boxes[index] = box
             found[index] = found.get(index, False) or hit
     return Prediction(str(path), kind, model.classes, np.mean(probs, axis=0), sum(found.values()) / max(sampled, 1),
-                      fps, n_frames, results, boxes, found, duration)
+                      fps, n_frames, results, boxes, found, duration, sequence_s=seconds)
 
 
 def predict_file(path: Path, model: ServingModel, stride: int | None = None,
