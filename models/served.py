@@ -2,8 +2,8 @@
 
 Both backends take the uint8 stacks that ``stackmaker`` makes and return class probabilities; the
 normalisation is training's own ``prepare_batch`` inside ``models.torch_serving.ProbabilityModel``, which
-is also the graph exported to ONNX, so neither backend re-types it. This module imports no torch: serving an ONNX file
-(the default) starts in about half the time; ``models.torch_serving`` holds the checkpoint side.
+is also the graph exported to ONNX, so neither backend re-types it. This module imports no torch, so serving
+an ONNX file (the default) skips its seconds of start-up; ``models.torch_serving`` holds the checkpoint side.
 """
 
 from __future__ import annotations
