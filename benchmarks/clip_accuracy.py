@@ -78,7 +78,7 @@ from tests.fixtures.clip_sets import _photos_by_label, make_clip_set  # noqa: E4
 from pipeline.train.metrics import confusion_matrix, summarise  # noqa: E402
 from pipeline.plots import plot_confusion  # noqa: E402
 from pipeline.serve.predict import Prediction, PredictError, clip_windows, predict_file  # noqa: E402
-from models.served import DEFAULT_MODEL, ModelLoadError, ServingModel, load_onnx, load_serving_model  # noqa: E402
+from models.served import SERVED_MODEL, ModelLoadError, ServingModel, load_onnx, load_serving_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "faces"
@@ -437,8 +437,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--per-label", type=int, default=20, help="clips per label (one per photo)")
     parser.add_argument("--clips-dir", type=Path, default=DEFAULT_OUT / "clips",
                         help="where the clips are made, and reused from")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                        help="our frame model: run folder, .pt checkpoint or .onnx export (default: shipped)")
+    parser.add_argument("--model", type=Path, default=SERVED_MODEL,
+                        help="our frame model: run folder, .pt checkpoint or .onnx export (default: the one predict "
+                             "and the journal serve, the shipped int8 ONNX file)")
     parser.add_argument("--faceapi-dir", type=Path, default=FACEAPI_DIR,
                         help="face-api.js's model/ folder (make bench-deps fetches it)")
     parser.add_argument("--fer-every", type=int, default=5,
