@@ -387,6 +387,18 @@ def test_face_share_counts_the_frames_of_faceless_windows(frame_run: Path, clips
         assert (written.streams.video[0].width, written.streams.video[0].height) == (82, 60)
 
 
+def test_an_annotate_encoder_that_fails_is_one_message_and_leaves_no_file(frame_run: Path, clips: dict,
+                                                                           tmp_path: Path, monkeypatch) -> None:
+    """The real PyAV refusing a codec it does not have, as a build without libx264 would."""
+    from pipeline.serve import annotate
+
+    pred = predict_file(clips["short"], load_serving_model(frame_run))
+    monkeypatch.setitem(annotate.CODECS, ".mp4", "no_such_encoder")
+    with pytest.raises(PredictError, match=r"--annotate .*a\.mp4: this PyAV has no no_such_encoder encoder"):
+        annotate.write_annotated(pred, tmp_path / "a.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_more_bad_input_through_the_cli(frame_run: Path, clips: dict, tmp_path: Path, run_cli) -> None:
     code, _, err = run_cli("predict", clips["short"], "--model", frame_run, "--stride", "0")
     assert code == 2 and "--stride must be at least 1" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -30,7 +31,7 @@ def _current_window(pred: Prediction, time: float) -> int | None:
 
 
 def check_annotate_path(out: Path, source: Path) -> None:
-    """Before any work: a format OpenCV can write, and never the input clip itself."""
+    """Before any work: a format we write, and never the input clip itself."""
     if Path(out).suffix.lower() not in CODECS:
         raise PredictError(f"--annotate {out}: use a file name ending in one of {', '.join(CODECS)}")
     if Path(out).resolve() == Path(source).resolve():
@@ -81,48 +82,62 @@ def write_annotated(pred: Prediction, out: Path) -> int:
                 draw_label(bgr, box, text)
                 writer.write(bgr)
                 written += 1
-        if written == 0:
+        if writer is None:
             raise PredictError(f"{pred.source}: no frame could be decoded for --annotate")
-        writer.close()
+        writer.finish()
         os.replace(tmp, out)
     except VideoError as exc:
         raise PredictError(f"{pred.source}: {exc}") from exc
+    except (av.FFmpegError, OSError) as exc:  # a full disk, a folder that cannot be written
+        raise PredictError(f"--annotate {out}: cannot write it ({ffmpeg_reason(exc)})") from None
     finally:
         if writer is not None:
-            writer.close()
+            writer.abort()
         tmp.unlink(missing_ok=True)
     return written
 
 
 class _Writer:
-    """FFmpeg's encoder through PyAV at the clip's nominal rate. An odd width or height (which 4:2:0 cannot
-    hold) gets one black pixel more."""
+    """FFmpeg's encoder through PyAV, at the clip's nominal rate (as OpenCV's writer did). Every frame is
+    made the first one's size (a stream that changes size midway is scaled), and an odd width or height,
+    which 4:2:0 cannot hold, gets one black pixel more."""
 
     def __init__(self, tmp: Path, out: Path, fps: float, width: int, height: int) -> None:
-        codec = CODECS[out.suffix.lower()]
+        suffix = out.suffix.lower()
+        codec = CODECS[suffix]
+        self.first = (width, height)
         self.size = (width + width % 2, height + height % 2)
+        self.done = False
+        self.container = av.open(str(tmp), "w", format=FORMATS[suffix],
+                                 options={"movflags": "+faststart"} if FORMATS[suffix] in ("mp4", "mov") else {})
         try:
-            self.container = av.open(str(tmp), "w", format=FORMATS.get(out.suffix.lower()))
-        except (av.FFmpegError, OSError) as exc:
-            raise PredictError(f"--annotate {out}: cannot write there ({ffmpeg_reason(exc)})") from None
-        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        except ValueError as exc:  # a PyAV built on an FFmpeg without this encoder
+            self.abort()
+            raise PredictError(f"--annotate {out}: this PyAV has no {codec} encoder ({exc}); try .avi") from None
         self.stream.width, self.stream.height = self.size
         self.stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         if codec == "libx264":
             self.stream.options = {"preset": "veryfast", "crf": "20"}
-        self.closed = False
 
     def write(self, bgr: np.ndarray) -> None:
-        if bgr.shape[1] != self.size[0] or bgr.shape[0] != self.size[1]:
-            bgr = cv2.copyMakeBorder(bgr, 0, self.size[1] - bgr.shape[0], 0, self.size[0] - bgr.shape[1],
+        if (bgr.shape[1], bgr.shape[0]) != self.first:
+            bgr = cv2.resize(bgr, self.first, interpolation=cv2.INTER_AREA)
+        if self.first != self.size:
+            bgr = cv2.copyMakeBorder(bgr, 0, self.size[1] - self.first[1], 0, self.size[0] - self.first[0],
                                      cv2.BORDER_CONSTANT, value=(0, 0, 0))
         self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(bgr, format="bgr24")))
 
-    def close(self) -> None:
-        """Flushes the encoder and closes the file; once."""
-        if not self.closed:
-            self.closed = True
-            try:
-                self.container.mux(self.stream.encode())
-            finally:
+    def finish(self) -> None:
+        """Flush the encoder and close the file: it is complete."""
+        self.container.mux(self.stream.encode())
+        self.done = True
+        self.container.close()
+
+    def abort(self) -> None:
+        """Close without flushing (after an error or Ctrl-C, or after ``finish``); its own errors would hide the
+        first one."""
+        if not self.done:
+            self.done = True
+            with contextlib.suppress(Exception):
                 self.container.close()
