@@ -406,8 +406,10 @@ async function onSave() {
   } catch (error) {
     setStatus('Nothing was saved.');
     showError(error.message || String(error));
-    // The clip itself was refused (no face, not a video): saving it again would say the same.
-    if ((error.status === 415 || error.status === 422) && state.pending) state.pending.refused = true;
+    // The clip itself was refused (no face, not a video, too large, empty): saving it again would say the same.
+    const refused = [413, 415, 422].includes(error.status)
+      || (error.status === 400 && String(error.message).startsWith('the clip is empty'));
+    if (refused && state.pending) state.pending.refused = true;
     return;
   } finally {
     state.saving = false;
@@ -550,7 +552,12 @@ function entryView(entry, { clipUrl, autoplay = false } = {}) {
     if (clipUrl) {
       try {
         const response = await fetch(clipUrl, { headers: { Range: 'bytes=0-0' }, credentials: 'same-origin' });
-        if (!response.ok) text = `The clip could not be fetched (the server answered ${response.status}).`;
+        if (!response.ok) {
+          const body = await response.json().catch(() => null);
+          text = `The clip could not be fetched: ${body?.error || `the server answered ${response.status}`}.`;
+        } else {
+          response.body?.cancel().catch(() => {}); // a server that ignores Range sends it all
+        }
       } catch {
         text = 'Cannot reach the journal server to fetch the clip: is it still running? Reload the page once it is.';
       }
