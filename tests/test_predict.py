@@ -281,6 +281,11 @@ def test_two_faces_in_a_clip_are_said(frame_run: Path, head: np.ndarray, tmp_pat
     assert "2 faces found in one frame: the answer follows the one seen largest and longest" in summary_text(two)
     one = predict_file(_still_clip(tmp_path / "one.mp4", frame[:, :240]), model)
     assert one.faces_seen == 1 and "faces found" not in summary_text(one)
+    from pipeline.serve.predict import faces_in_view
+
+    # a false second face in one sampled frame is no crowd; two frames with two faces are
+    assert faces_in_view([1, 1, 2, 1]) == 1 and faces_in_view([1, 2, 2]) == 2 and faces_in_view([3, 2, 1]) == 2
+    assert faces_in_view([]) == 1 and faces_in_view([0]) == 1
 
 
 def _still_clip(path: Path, frame: np.ndarray, seconds: float = 2.0) -> Path:
