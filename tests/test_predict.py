@@ -278,7 +278,7 @@ def test_two_faces_in_a_clip_are_said(frame_run: Path, head: np.ndarray, tmp_pat
     model = load_serving_model(frame_run)
     two = predict_file(_still_clip(tmp_path / "two.mp4", frame), model)
     assert two.faces_seen == 2 and two.to_dict()["faces_seen"] == 2
-    assert "2 faces found in one frame: the answer follows the one seen largest and longest" in summary_text(two)
+    assert "2 faces in view together: the answer follows the one seen largest and longest" in summary_text(two)
     one = predict_file(_still_clip(tmp_path / "one.mp4", frame[:, :240]), model)
     assert one.faces_seen == 1 and "faces found" not in summary_text(one)
     from pipeline.serve.predict import faces_in_view

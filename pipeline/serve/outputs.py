@@ -18,7 +18,7 @@ def summary_text(pred: Prediction) -> str:
     for name, p in sorted(zip(pred.classes, pred.probs), key=lambda item: -item[1]):
         lines.append(f"  {name:<10} {p:6.1%}  {'#' * int(round(p * 30))}")
     if pred.faces_seen > 1:
-        lines.append(f"  {pred.faces_seen} faces found in one frame: the answer follows the one seen largest and "
+        lines.append(f"  {pred.faces_seen} faces in view together: the answer follows the one seen largest and "
                      "longest (--annotate draws its box)" if pred.kind == "video" else
                      f"  {pred.faces_seen} faces found in the image: the answer is for the largest")
     if pred.kind == "video":
