@@ -73,7 +73,7 @@ def _renamed_by_position(state: dict[str, torch.Tensor], own: dict[str, torch.Te
             return theirs.shape[0] == ours.shape[0] and theirs.shape[2:] == ours.shape[2:]
         return theirs.shape == ours.shape
 
-    theirs = [k for k, v in state.items() if not k.startswith(("classifier.", "fc.", "head."))]
+    theirs = [k for k, v in state.items() if not k.startswith(("classifier.", "fc.", "_fc.", "head."))]
     if len(theirs) != len(own) or not all(fits(state[a], name) for a, name in zip(theirs, own)):
         return state
     return {name: state[a] for a, name in zip(theirs, own)}
