@@ -318,3 +318,63 @@ def test_beyond_loopback_every_request_needs_the_token(tmp_path: Path) -> None:
         cookie = response.getheader("set-cookie")
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
         assert server.request("GET", "api/health", headers={"Cookie": cookie.split(";")[0]})[0] == 200
+
+
+def test_a_stop_finishes_the_upload_in_flight_or_answers_503_without_a_traceback(
+        tmp_path: Path, clips: dict[str, bytes], head) -> None:
+    long_clip = make_face_clip(head, tmp_path / "long.mp4", seconds=8.0, size=(480, 360), seed=5).path.read_bytes()
+    data_dir = tmp_path / "journal"
+
+    def stop_while_classifying(server: JournalServer) -> tuple[int, dict]:
+        answer: list[tuple[int, dict]] = []
+        upload = threading.Thread(target=lambda: answer.append(server.upload("api/entries", long_clip)))
+        upload.start()
+        deadline = time.monotonic() + 60
+        while not files_in(data_dir / "incoming") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert files_in(data_dir / "incoming"), "the upload never reached incoming/"
+        assert server.stop() == 0
+        upload.join(60)
+        return answer[0]
+
+    # Ctrl-C (SIGTERM here) waits for the clip being classified: it is stored.
+    status, entry = stop_while_classifying(JournalServer(data_dir, args=["--workers", "1"]).start())
+    assert status == 201 and _state(data_dir) == (1, [f"{entry['id']}.mp4"], [])
+    # With no time to wait, the upload is answered 503 in JSON: it was a 500 in plain text and a traceback.
+    server = JournalServer(data_dir, args=["--workers", "1", "--shutdown-seconds", "0"]).start()
+    status, answer = stop_while_classifying(server)
+    assert status == 503 and "the journal is stopping, so this clip was not saved" in answer["error"]
+    assert not any("Traceback" in line for line in server.output), "\n".join(server.output)
+    assert _state(data_dir) == (1, [f"{entry['id']}.mp4"], [])
+
+
+def test_the_journal_keeps_its_files_to_their_owner(tmp_path: Path, server: JournalServer,
+                                                    clips: dict[str, bytes]) -> None:
+    from pipeline.journal.store import EntryStore
+
+    def mode(path: Path) -> int:
+        return path.stat().st_mode & 0o777
+
+    status, entry = server.upload("api/entries", clips["happy"])
+    assert status == 201
+    root = server.data_dir
+    assert [mode(p) for p in (root, root / "clips", root / "incoming")] == [0o700] * 3  # was 0o755: anyone's
+    assert mode(root / "journal.db") == 0o600 and mode(root / "clips" / f"{entry['id']}.mp4") == 0o600
+
+    # A folder an older version left readable by all is tightened; a folder shared with other files keeps
+    # its own mode, but the journal's files in it do not.
+    for shared in (False, True):
+        folder = tmp_path / f"old_{shared}"
+        (folder / "clips").mkdir(parents=True)
+        (folder / "clips" / "a.mp4").write_bytes(b"x")
+        if shared:
+            (folder / "notes.txt").write_text("mine")
+        else:
+            (folder / "journal.db").touch()
+        for path in (folder, folder / "clips", folder / "clips" / "a.mp4", folder / "journal.db"):
+            if path.exists():
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        EntryStore(folder).close()
+        assert mode(folder) == (0o755 if shared else 0o700)
+        assert mode(folder / "clips") == 0o700 and mode(folder / "clips" / "a.mp4") == 0o600
+        assert mode(folder / "journal.db") == 0o600

@@ -172,6 +172,7 @@ def test_record_save_reload_restart_edit_delete(server: JournalServer, page) -> 
 
     # the result: the label, a bar per class, the face share, the timeline chart and the stored clip playing
     expect(page.locator("#result-label")).to_have_text(HAPPY, timeout=60_000)
+    expect(page.locator("#result-title")).to_be_focused()  # a keyboard user lands on it (focus was lost)
     expect(page.locator("#error")).to_be_hidden()
     result = page.locator("#result")
     expect(result.locator("[data-testid=bars] li")).to_have_count(len(classes))
@@ -230,6 +231,9 @@ def test_record_save_reload_restart_edit_delete(server: JournalServer, page) -> 
     item.get_by_test_id("delete").click()
     item.get_by_test_id("confirm-delete").click()
     expect(item).to_have_count(0)
+    # said beside the history, and the focus there: it was left on the page's body, the news in the New-entry card
+    expect(page.locator("#history-status")).to_have_text("The entry was deleted.")
+    expect(page.locator("#history-title")).to_be_focused()
     assert server.json("GET", f"api/entries/{entry['id']}")[0] == 404
     assert server.request("GET", f"api/entries/{entry['id']}/clip")[0] == 404
     page.reload()
@@ -395,3 +399,41 @@ def test_busy_server_says_when_to_retry(server: JournalServer, page, tmp_path: P
     expect(page.locator("#result-label")).to_have_text(HAPPY, timeout=60_000)
     expect(page.locator("#error")).to_be_hidden()
     assert len(entries(server)) == before + 1
+
+
+def test_a_long_hevc_entry_on_a_phone(server: JournalServer, page, tmp_path: Path) -> None:
+    """A 60 s entry whose clip (HEVC with sound, as an iPhone records) Chromium cannot show, seen 375 px wide:
+    its chart had 31 time labels run together, its clip was a black box with no word, its note was cut to a
+    few letters."""
+    from pipeline.journal.store import EntryStore
+
+    clip = make_face_clip(_head(), tmp_path / "long.mp4", seconds=3.2, size=SMALL, seed=31).path
+    status, result = server.upload("api/predict", h264(clip).read_bytes())
+    assert status == 200, result
+    window = result["windows"][0]
+    span = window["end_s"] - window["start_s"]
+    result["seconds"] = 60.0
+    result["windows"] = [{**window, "start_s": start, "end_s": start + span} for start in np.arange(0, 60 - span, 1.0)]
+    hevc = tmp_path / "phone.mov"
+    ffmpeg("-i", str(clip), "-f", "lavfi", "-i", "anullsrc=r=44100:cl=mono", "-shortest", "-c:v", "libx265",
+           "-preset", "ultrafast", "-tag:v", "hvc1", "-pix_fmt", "yuv420p", "-c:a", "aac", str(hevc))
+    note = "A long walk along the canal, then soup with Ana at the corner place; the rain held off."
+    store = EntryStore(server.data_dir)
+    try:
+        upload = store.new_upload().with_suffix(".mov")
+        shutil.copyfile(hevc, upload)
+        entry = store.add(upload, result, note, server.json("GET", "api/health")[1]["model"])
+    finally:
+        store.close()
+
+    page.set_viewport_size({"width": 375, "height": 700})
+    open_journal(page, server)
+    item = page.locator(f"[data-testid=entry][data-id='{entry['id']}']")
+    note_box = item.get_by_test_id("entry-note").bounding_box()
+    assert note_box["width"] > 250, note_box  # a line of its own, not the few pixels left beside the label
+    item.get_by_test_id("entry-open").click()
+    seconds = item.locator("[data-testid=timeline] svg text.tick", has_text=re.compile(r"^\d+(\.\d)? s$"))
+    expect(seconds.first).to_be_attached()
+    assert 4 <= seconds.count() <= 8, seconds.all_inner_texts()
+    expect(item.locator(".clip-note")).to_have_text("This browser cannot play this clip; it is kept as it was sent.")
+    server.json("DELETE", f"api/entries/{entry['id']}")

@@ -64,6 +64,10 @@ def test_journal_settings_errors_are_one_line() -> None:
     assert done.stderr.count("\n") == 1 and "--port" in done.stderr and "--queue" in done.stderr
     with pytest.raises(ValueError, match="--token"):
         JournalSettings(token="short")
+    with pytest.raises(ValueError, match=r"--max-seconds must be at least --min-seconds \(5; got 4\)"):
+        JournalSettings(min_seconds=5, max_seconds=4)
+    with pytest.raises(ValueError, match="--shutdown-seconds must be >= 0"):
+        JournalSettings(shutdown_seconds=-1)
     assert JournalSettings(host="127.0.0.2").loopback and not JournalSettings(host="0.0.0.0").loopback
 
 

@@ -7,9 +7,11 @@ classified; on any failure its file is removed and nothing is stored.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import logging
 import shutil
 from datetime import date
 from pathlib import Path
@@ -29,6 +31,7 @@ from pipeline.journal.security import Guard, SecurityHeaders, UploadLimit, Uploa
 from pipeline.journal.settings import JournalSettings
 from pipeline.journal.store import ENTRY_ID, EntryStore, sniff_suffix, still_image
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_NOTE = 10_000  # characters
 SNIFF_BYTES = 64
@@ -178,9 +181,14 @@ def create_app(settings: JournalSettings, store: EntryStore, classifier: ClipCla
                 message = str(exc).removeprefix(f"{path}: ").replace(str(path), "the clip")
                 raise ApiError(422, for_the_page(message)) from None
             return path, note, prediction.to_dict()
-        except BaseException:
+        except BaseException as exc:
             if path is not None:
                 path.unlink(missing_ok=True)
+            if isinstance(exc, asyncio.CancelledError):
+                # The server is stopping and its --shutdown-seconds ran out: an answer, not a traceback.
+                log.warning("journal: stopping; an upload still in progress was not saved")
+                raise ApiError(503, "the journal is stopping, so this clip was not saved: send it again once the "
+                                    "journal runs again") from None
             raise
         finally:
             classifier.release()

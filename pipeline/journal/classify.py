@@ -31,9 +31,11 @@ class Busy(Exception):
 class ClipClassifier:
     """``workers`` threads, ``workers + queue`` slots."""
 
-    def __init__(self, model: ServingModel, workers: int = 0, queue: int = 16, min_seconds: float = 2.0) -> None:
+    def __init__(self, model: ServingModel, workers: int = 0, queue: int = 16, min_seconds: float = 2.0,
+                 max_seconds: float | None = None) -> None:
         self.model = model
         self.min_seconds = min_seconds
+        self.max_seconds = max_seconds
         self.workers = workers or os.cpu_count() or 1
         self.capacity = self.workers + queue
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="classify")
@@ -59,7 +61,7 @@ class ClipClassifier:
     def _timed(self, path: Path) -> Prediction:
         start = time.perf_counter()
         try:
-            return predict_file(path, self.model, min_seconds=self.min_seconds)
+            return predict_file(path, self.model, min_seconds=self.min_seconds, max_seconds=self.max_seconds)
         finally:
             with self._lock:
                 self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - start)

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import IO
 
 from pipeline.journal.settings import JournalSettings
-from pipeline.journal.store import EntryStore, Recovery, StoreError
+from pipeline.journal.store import LOCK_NAME, EntryStore, Recovery, StoreError
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
-LOCK_NAME = "server.lock"
 
 
 class JournalError(Exception):
@@ -94,31 +93,37 @@ def serve(settings: JournalSettings, announce: Callable[[Started], None]) -> Non
     token = settings.token
     if token is None and not settings.loopback:
         token = secrets.token_urlsafe(24)
-    lock = claim(settings.data_dir)
+    # Everything the server writes (clips, database, lock) is its owner's alone (store.make_private).
+    umask = os.umask(0o077)
+    sock = listen(settings.host, settings.port)  # first: a busy port leaves no data folder behind
     try:
+        lock = claim(settings.data_dir)
         try:
-            store = EntryStore(settings.data_dir)
-        except StoreError as exc:
-            raise JournalError(str(exc)) from None
-        recovery = store.recover()
-        try:
-            model = load_serving_model(settings.model)
-        except ModelLoadError as exc:
-            raise JournalError(str(exc)) from None
-        classifier = ClipClassifier(model, settings.workers, settings.queue, settings.min_seconds)
-        sock = listen(settings.host, settings.port)
-        app = create_app(settings, store, classifier, project_version(), token)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10,
-                                server_header=False)
-        server = uvicorn.Server(config)
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        announce(Started(f"http://{shown}:{port}/", token, recovery))
-        try:
-            server.run(sockets=[sock])
+            try:
+                store = EntryStore(settings.data_dir)
+            except StoreError as exc:
+                raise JournalError(str(exc)) from None
+            recovery = store.recover()
+            try:
+                model = load_serving_model(settings.model)
+            except ModelLoadError as exc:
+                raise JournalError(str(exc)) from None
+            classifier = ClipClassifier(model, settings.workers, settings.queue, settings.min_seconds,
+                                        settings.max_seconds)
+            app = create_app(settings, store, classifier, project_version(), token)
+            config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,
+                                    timeout_graceful_shutdown=settings.shutdown_seconds)
+            server = uvicorn.Server(config)
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            announce(Started(f"http://{shown}:{port}/", token, recovery))
+            try:
+                server.run(sockets=[sock])
+            finally:
+                classifier.close()
+                store.close()
         finally:
-            classifier.close()
-            store.close()
-            sock.close()
+            lock.close()
     finally:
-        lock.close()
+        sock.close()
+        os.umask(umask)

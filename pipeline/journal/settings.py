@@ -25,6 +25,10 @@ class JournalSettings:
     workers: int = _opt(0, "clips classified at once (0: one per CPU core)")
     queue: int = _opt(16, "clips that may wait for a worker; beyond that a request gets 503 and Retry-After")
     min_seconds: float = _opt(2.0, "shorter clips are refused (the page records 4 s)")
+    shutdown_seconds: float = _opt(60.0, "on Ctrl-C, how long to wait for clips still being received or classified "
+                                         "before they are answered 503 and dropped")
+    max_seconds: float = _opt(30.0, "longer clips are refused once decoding reaches this point, so a long "
+                                    "video costs no more than this much of it")
 
     def __post_init__(self) -> None:
         problems = []
@@ -38,6 +42,11 @@ class JournalSettings:
             problems.append(f"--queue must be >= 0 (got {self.queue})")
         if self.min_seconds <= 0:
             problems.append(f"--min-seconds must be > 0 (got {self.min_seconds})")
+        if self.shutdown_seconds < 0:
+            problems.append(f"--shutdown-seconds must be >= 0 (got {self.shutdown_seconds:g})")
+        if self.max_seconds < self.min_seconds:
+            problems.append(f"--max-seconds must be at least --min-seconds ({self.min_seconds:g}; got "
+                            f"{self.max_seconds:g})")
         if self.token is not None and len(self.token) < 16:
             problems.append("--token must be at least 16 characters (or leave it out to get a generated one)")
         if problems:

@@ -23,6 +23,8 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 DATABASE = "journal.db"
+LOCK_NAME = "server.lock"  # held by the running server (``server.claim``)
+OWN_NAMES = {DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal", LOCK_NAME, "clips", "incoming"}
 ENTRY_ID = re.compile(r"^[0-9a-f]{32}$")
 CLIP_TYPES = {".webm": "video/webm", ".mkv": "video/x-matroska", ".mp4": "video/mp4", ".mov": "video/quicktime",
               ".avi": "video/x-msvideo", ".flv": "video/x-flv"}
@@ -82,6 +84,19 @@ def sniff_suffix(head: bytes) -> str:
     return ".mp4"
 
 
+def make_private(root: Path, whole_folder: bool) -> None:
+    """Owner-only permissions on the journal's files (its clips are faces, its notes a diary): the folders
+    0700, the files 0600. ``whole_folder``: the data folder itself too, when it is the journal's own
+    (created for it, or already holding its database), never a folder it merely shares."""
+    folders = [root / "clips", root / "incoming"] + ([root] if whole_folder else [])
+    for folder in folders:
+        os.chmod(folder, 0o700)
+    files = [root / name for name in sorted(OWN_NAMES)] + list((root / "clips").iterdir())
+    for path in files:
+        if path.is_file():
+            os.chmod(path, 0o600)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -107,6 +122,8 @@ class EntryStore:
         self.clips = self.root / "clips"
         self.incoming = self.root / "incoming"
         try:
+            own = (not self.root.exists() or (self.root / DATABASE).is_file()
+                   or all(path.name in OWN_NAMES for path in self.root.iterdir()))
             self.clips.mkdir(parents=True, exist_ok=True)
             self.incoming.mkdir(exist_ok=True)
             self._db = sqlite3.connect(self.root / DATABASE, check_same_thread=False, isolation_level=None)
@@ -114,6 +131,7 @@ class EntryStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
+            make_private(self.root, own)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot use {self.root} as the journal's data folder ({exc})") from exc
         self._lock = threading.Lock()

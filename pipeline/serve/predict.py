@@ -162,8 +162,12 @@ class ClipWindows:
     face_counts: list[int] = field(default_factory=list)  # faces found in each sampled frame
 
 
-def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> ClipWindows:
-    """Decode once, find faces in the sampled frames, and stack every window that shows a face."""
+def clip_windows(path: Path, model: ServingModel, stride: int | None = None,
+                 max_seconds: float | None = None) -> ClipWindows:
+    """Decode once, find faces in the sampled frames, and stack every window that shows a face.
+
+    ``max_seconds``: a clip that runs past it is refused as soon as decoding gets there, so a long upload
+    costs the server no more than a clip of that length (a header's duration can be missing or wrong)."""
     plan = WindowPlan.for_stack(model.stack, stride)
     finder = quiet_background_finder(model.stack.detector)
     try:
@@ -172,6 +176,7 @@ def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> 
         raise PredictError(f"{path}: {exc}") from exc
     out = ClipWindows([], 0, reader.fps, 0)
     last = [-1.0]  # the last frame's time, seen by the grid whether sampled or not
+    too_long = [False]
 
     def seen(time: float) -> None:
         last[0] = time
@@ -179,6 +184,9 @@ def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> 
     with reader:
         def frames():
             for item, moment, bgr in reader.sampled(interval_grid(plan.interval, REFERENCE_FPS), seen):
+                if max_seconds is not None and moment > max_seconds + TOLERANCE:
+                    too_long[0] = True  # ends the stream as a clip's end would: the faces queued are still awaited
+                    return
                 out.sampled += 1
                 yield item.index, bgr, moment
 
@@ -199,16 +207,20 @@ def clip_windows(path: Path, model: ServingModel, stride: int | None = None) -> 
                                else f"{path}: decoding failed ({str(exc).strip()[:120]})") from exc
         out.frames = reader.frames_decoded
         out.duration = last[0] + reader.period() if out.frames else 0.0
+    if too_long[0]:
+        raise PredictError(f"{path}: the clip runs past {max_seconds:g} s, the longest accepted here: trim it, or "
+                           "record a shorter one")
     return out
 
 
-def _video(path: Path, model: ServingModel, stride: int | None, min_seconds: float) -> Prediction:
-    clip = clip_windows(path, model, stride)
+def _video(path: Path, model: ServingModel, stride: int | None, min_seconds: float,
+           max_seconds: float | None) -> Prediction:
+    clip = clip_windows(path, model, stride, max_seconds)
     if clip.frames == 0:
         raise PredictError(f"{path}: not a video, or a corrupt one (no frame could be decoded)")
     if clip.duration < min_seconds - TOLERANCE:
-        raise PredictError(f"{path}: the clip is {clip.duration:.2f} s long; at least {min_seconds:g} s "
-                           f"({int(np.ceil(min_seconds * clip.fps))} frames) is needed")
+        raise PredictError(f"{path}: the clip is {clip.duration:.2f} s long; at least {min_seconds:g} s is needed: "
+                           "record a longer one")
     if not clip.stacked:
         raise PredictError(f"{path}: no face found in any of the {clip.sampled} sampled frames")
     pred = _assemble(path, "video", model, clip.stacked, clip.fps, clip.frames, clip.sampled, clip.duration)
@@ -256,8 +268,8 @@ def _assemble(path: Path, kind: str, model: ServingModel, stacked: list[StackedW
 
 
 def predict_file(path: Path, model: ServingModel, stride: int | None = None,
-                 min_seconds: float = MIN_SECONDS) -> Prediction:
-    """Classify a clip or a still image (by extension)."""
+                 min_seconds: float = MIN_SECONDS, max_seconds: float | None = None) -> Prediction:
+    """Classify a clip or a still image (by extension); a clip must last from ``min_seconds`` to ``max_seconds``."""
     path = Path(path)
     if not path.exists():
         raise PredictError(f"{path}: no such file")
@@ -268,7 +280,7 @@ def predict_file(path: Path, model: ServingModel, stride: int | None = None,
     if path.suffix.lower() not in VIDEO_EXTENSIONS:
         raise PredictError(f"{path}: not a video or image file (expected one of "
                            f"{' '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})")
-    return _video(path, model, stride, min_seconds)
+    return _video(path, model, stride, min_seconds, max_seconds)
 
 
 def folder_files(folder: Path) -> list[Path]:

@@ -419,6 +419,7 @@ async function onSave() {
   $('note').value = '';
   setStatus(`Saved: ${entry.label}.`);
   showResult(entry);
+  $('result-title').focus(); // keyboard users land on what they just saved, not at the top of the page
   try {
     await loadEntries();
   } catch (error) {
@@ -471,7 +472,8 @@ function timelineView(entry, names, video) {
     chart.append(svg('line', { x1: pad.left, x2: W - pad.right, y1: y(p), y2: y(p), class: p === 0 ? 'axis' : 'grid' }));
     if (p % 0.5 === 0) chart.append(svg('text', { x: pad.left - 6, y: y(p) + 4, class: 'tick', 'text-anchor': 'end', text: `${p * 100}%` }));
   }
-  const step = end > 8 ? 2 : end > 3 ? 1 : 0.5;
+  // at most 8 labels, whatever the clip's length (a 60 s clip had 31 labels run into one another)
+  const step = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600].find((t) => end / t <= 8) ?? Math.ceil(end / 8);
   for (let s = 0; s <= end + 1e-6; s += step) {
     chart.append(svg('line', { x1: x(s), x2: x(s), y1: y(0), y2: y(0) + 4, class: 'axis' }));
     chart.append(svg('text', { x: x(s), y: y(0) + 16, class: 'tick', 'text-anchor': 'middle', text: `${Number(s.toFixed(1))} s` }));
@@ -543,12 +545,19 @@ function entryView(entry, { clipUrl, autoplay = false } = {}) {
     video.autoplay = true;
     video.play().catch(() => {});
   }
+  const cannotPlay = 'This browser cannot play this clip; it is kept as it was sent.';
+  // Some formats (HEVC in Chromium) load without an error and show a black box: no picture is no picture.
+  video.addEventListener('loadeddata', () => {
+    if (video.videoWidth === 0 && !video.nextElementSibling?.classList.contains('clip-note')) {
+      video.after(el('p', { class: 'clip-note muted small', text: cannotPlay }));
+    }
+  });
   video.addEventListener('error', async () => {
     if (video.nextElementSibling?.classList.contains('clip-note')) return;
     const note = el('p', { class: 'clip-note muted small', text: 'Loading the clip failed…' });
     video.after(note);
     // A failed fetch and a format the browser cannot play give the same media error: ask the server.
-    let text = 'This browser cannot play this clip; it is kept as it was sent.';
+    let text = cannotPlay;
     if (clipUrl) {
       try {
         const response = await fetch(clipUrl, { headers: { Range: 'bytes=0-0' }, credentials: 'same-origin' });
@@ -748,7 +757,9 @@ function entryActions(entry, item) {
       state.entries = state.entries.filter((e) => String(e.id) !== String(entry.id));
       if ($('result').dataset.entryId === String(entry.id)) hideResult();
       renderAll();
-      setStatus('The entry was deleted.');
+      // said, and focused, where the deleting happened (the button that had focus is gone)
+      $('history-status').textContent = 'The entry was deleted.';
+      $('history-title').focus();
     } catch (error) {
       confirmButton.disabled = false;
       showError(error.message || String(error));
