@@ -72,6 +72,8 @@ def cmd_make_clips(args: argparse.Namespace) -> int:
                               fps=args.fps, size=(args.width, args.height), with_bad_files=args.with_bad_files)
     except (FileNotFoundError, ValueError) as exc:
         return _fail(str(exc), 2)
+    except OSError as exc:
+        return _fail(f"cannot write {exc.filename or args.out}: {exc.strerror or exc}; choose another --out", 1)
     print(f"wrote {len(paths)} files to {args.out}")
     return 0
 

@@ -43,7 +43,11 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         from stacks.settings import StackSettings
 
         data["timing"] = StackSettings.from_dict(payload["stack"]).timing()
-    atomic_write(Path(path), lambda tmp: torch.save(data, tmp))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # opened here: a path torch cannot open is a RuntimeError, not an OSError
+            torch.save(data, fh)
+
+    atomic_write(Path(path), write)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -20,6 +20,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     if path.is_dir():  # else the rename fails naming the temporary file, which the user never chose
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    blocking = next((p for p in path.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():  # mkdir would say "File exists", of a folder never asked for
+        raise NotADirectoryError(errno.ENOTDIR, "a file stands where a folder of the path should be", str(blocking))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")
     try:
@@ -27,6 +30,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename == str(tmp):  # the error names the file asked for, not the temporary one
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
@@ -50,6 +51,23 @@ def test_expected_problems_are_one_line_errors(args: list[str], code: int, messa
     assert result.returncode == code
     assert message in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("command", ["prepare", "make-clips"])
+def test_an_output_path_through_a_file_is_one_line(command: str, tmp_path: Path) -> None:
+    # Both printed a traceback (NotADirectoryError); a read-only folder did the same.
+    blocker = tmp_path / "photo.jpg"
+    blocker.write_bytes(b"a file, not a folder")
+    src = tmp_path / "src"
+    make_face_clip(np.full((64, 64, 3), 128, np.uint8), src / "Happy_0001.mp4", seconds=1.0, size=SMALL)
+    photos = tmp_path / "photos" / "happy"
+    photos.mkdir(parents=True)
+    cv2.imwrite(str(photos / "a.jpg"), np.full((64, 64, 3), 128, np.uint8))
+    args = (["--source", str(src), "--no-progress"] if command == "prepare"
+            else ["--photos", str(photos.parent), "--per-label", "1"])
+    result = cli(command, *args, "--out", str(blocker / "out"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and str(blocker) in result.stderr, result.stderr
 
 
 def test_nothing_produced_fails_with_the_reasons(tmp_path: Path) -> None:

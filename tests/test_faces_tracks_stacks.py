@@ -186,6 +186,21 @@ def test_stack_roundtrip_with_metadata_and_mmap(tmp_path: Path) -> None:
         write_stack(tmp_path / "c.tiff", array.astype(np.float32), {})
 
 
+def test_atomic_write_errors_name_the_path_asked_for(tmp_path: Path) -> None:
+    from models.checkpoint import save_checkpoint
+
+    blocker = tmp_path / "photo.jpg"
+    blocker.write_bytes(b"a file, not a folder")
+    with pytest.raises(NotADirectoryError, match="a file stands where a folder") as caught:  # was "File exists"
+        atomic_write(blocker / "out" / "p.csv", lambda tmp: tmp.write_text("x"))
+    assert caught.value.filename == str(blocker)
+    # /proc takes no new files, even from root: the error names x.pt, not its temporary file, and is an
+    # OSError (torch.save given the path raised RuntimeError "open file failed", a traceback in `export`).
+    with pytest.raises(OSError) as caught:
+        save_checkpoint(Path("/proc/x.pt"), {"kind": "frame"})
+    assert caught.value.filename == "/proc/x.pt"
+
+
 def test_atomic_write_leaves_nothing_when_the_writer_dies(tmp_path: Path) -> None:
     target = tmp_path / "x.tiff"
 

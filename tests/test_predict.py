@@ -6,6 +6,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -167,6 +168,14 @@ def test_short_clip_is_padded_and_too_short_is_refused(stack_run: Path, clips: d
     with pytest.raises(PredictError, match=r"0.50 s long; at least 1 s"):
         predict_file(clips["tiny"], model)
     assert len(predict_file(clips["tiny"], model, min_seconds=0.5).windows) == 1
+
+
+def test_a_clip_past_max_seconds_is_refused_once_decoding_gets_there(stack_run: Path, clips: dict) -> None:
+    # The journal's bound: a 10-minute upload was decoded whole (31 s of the server's time) and kept.
+    model = load_serving_model(stack_run)
+    assert predict_file(clips["long"], model, max_seconds=8.0).duration == 8.0
+    with pytest.raises(PredictError, match=r"runs past 3 s, the longest accepted here: trim it, or record a shorter"):
+        predict_file(clips["long"], model, max_seconds=3.0)
 
 
 def test_still_image_with_either_kind_of_model(stack_run: Path, frame_run: Path, clips: dict) -> None:
@@ -347,6 +356,15 @@ def test_live_from_a_file_prints_rolling_predictions(frame_run: Path, clips: dic
     # The first full window ends at frame 85 (2.83 s); then one every 30 frames up to frame 235.
     assert len(lines) == 6 and lines[0].startswith("t=   2.83s")
     assert all(any(c in line for c in ("anger", "happy", "sad")) for line in lines)
+
+
+def test_live_with_a_window_but_no_display_says_so(frame_run: Path, clips: dict) -> None:
+    # OpenCV's Qt aborted the whole process here (exit 134, Qt's "Reinstalling the application may fix this").
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    done = subprocess.run([sys.executable, "cli.py", "live", "--source", str(clips["long"]), "--model",
+                           str(frame_run)], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == "error: no display to open a window on: add --no-window", done.stderr
 
 
 def test_serving_crops_with_the_margin_training_crops_really_had(stack_run: Path, tmp_path: Path) -> None:

@@ -49,4 +49,5 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         print(format_summary(result.report))
         return 0
 
-    return run_stage(lambda: run_prepare(config), show, interrupted=PrepareInterrupted, failed=PrepareError)
+    return run_stage(lambda: run_prepare(config), show, interrupted=PrepareInterrupted,
+                     failed=(PrepareError, OSError))

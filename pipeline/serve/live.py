@@ -10,6 +10,8 @@ by the clock as they arrive.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,6 +72,14 @@ class LivePrediction:
     probs: np.ndarray | None
 
 
+def display_available() -> bool:
+    """Whether a window can open. On Linux OpenCV's Qt aborts the whole process without a display, rather
+    than raising the ``cv2.error`` that other builds raise, so this is asked before the first window."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def window_seconds(model: ServingModel) -> float:
     """How much of the stream one prediction looks at (a full window), in seconds."""
     return model.stack.sequence_length / REFERENCE_FPS
@@ -80,6 +90,8 @@ def live_predictions(model: ServingModel, camera: int = 0, source: Path | None =
     """The rolling predictions, one as each window completes (the command prints them); ``show``: an OpenCV
     window with the face box and the emotion (q or Esc quits). Close the iterator to release the camera."""
     plan = WindowPlan.for_stack(model.stack, every if every is not None else model.stack.interval * 3)
+    if show and not display_available():
+        raise PredictError("no display to open a window on: add --no-window")
     frames = _file_frames(source) if source is not None else _camera_frames(camera)
     with contextlib.closing(frames) as stream:  # releases the camera or file however the loop ends
         try:

@@ -77,7 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"(best.pt, epoch {m['epoch']}); artefacts in {result.run_dir}")
         return 0
 
-    return run_stage(lambda: run_train(config), show, interrupted=TrainInterrupted, failed=TrainError)
+    return run_stage(lambda: run_train(config), show, interrupted=TrainInterrupted,
+                     failed=(TrainError, OSError))
 
 
 def add_evaluate(sub: Subcommands) -> None:
