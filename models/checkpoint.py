@@ -70,6 +70,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def _unreadable_reason(path: Path, exc: Exception) -> str:
     """Why ``torch.load`` refused a file, in words that point at the file rather than at torch's options
     (its own message about ``weights_only`` misleads: the fix is never to load unsafely)."""
+    if path.suffix.lower() == ".onnx":
+        return (f"{path} is an ONNX export, which predict, live and the journal serve; this command takes the "
+                "checkpoint (.pt) or run folder it was exported from")
     if not zipfile.is_zipfile(path):
         return (f"{path} is not a checkpoint: not a file torch.save wrote (those are zip archives), or a "
                 "truncated one; pass a .pt written by train or export")

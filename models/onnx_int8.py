@@ -25,6 +25,8 @@ class QuantizeError(Exception):
 
 def calibration_faces(folder: Path, size: int, count: int = 256, seed: int = 0) -> np.ndarray:
     """``count`` grey face images from ``folder`` (any depth), drawn at random, as (count, 1, size, size) uint8."""
+    if not Path(folder).is_dir():
+        raise QuantizeError(f"--int8 {folder}: no such folder; give a folder of face images (png/jpg, any depth)")
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
         raise QuantizeError(f"--int8 {folder}: no face images there to calibrate with (png/jpg, any depth)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.resources
 import socket
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -52,7 +53,20 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     except WeightsError:
         raise
     except Exception as exc:
-        raise WeightsError(f"--weights {path}: not a readable torch or safetensors weights file ({exc})") from exc
+        raise WeightsError(f"--weights {path}: not a readable torch or safetensors weights file "
+                           f"({_unreadable(path, exc)})") from exc
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why a weights file did not load, without torch's advice to load it with ``weights_only=False``
+    (which could run code the file carries: never the fix)."""
+    if path.suffix != ".safetensors" and not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            if fh.read(1) != b"\x80":  # nor a pickle, as torch.save wrote before its zip format
+                return "not a file torch.save wrote, or a truncated one"
+    if "Weights only load failed" in str(exc):
+        return "it holds Python objects besides tensors, which are not loaded"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__
 
 
 def _renamed_by_position(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],

@@ -65,3 +65,5 @@ def test_int8_needs_onnx_and_faces(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli.main(["export", str(DEFAULT_MODEL), "--onnx", str(tmp_path / "x.onnx"), "--int8", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert "no face images there" in err and "\n" not in err and not (tmp_path / "x.onnx").exists()
+    assert cli.main(["export", str(DEFAULT_MODEL), "--onnx", str(tmp_path / "x.onnx"), "--int8", "/nonexistent"]) == 1
+    assert "--int8 /nonexistent: no such folder" in capsys.readouterr().err  # said "no face images there"

@@ -200,6 +200,9 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(frame_run: Path, clips: dict,
         "or a truncated one": ("predict", clips["image"], "--model", damaged),
         "not a readable ONNX model": ("predict", clips["image"], "--model", fake_onnx),
         "does not exist": ("predict", clips["image"], "--model", tmp_path / "nothing"),
+        # a valid ONNX export was "not a file torch.save wrote ... or a truncated one"
+        "is an ONNX export, which predict, live and the journal serve": (
+            "evaluate", REPO / "models" / "default" / "ferplus_mobilenetv2_int8.onnx"),
     }
     for expected, argv in cases.items():
         code, out, err = run_cli(*argv)
@@ -356,6 +359,21 @@ def test_live_from_a_file_prints_rolling_predictions(frame_run: Path, clips: dic
     # The first full window ends at frame 85 (2.83 s); then one every 30 frames up to frame 235.
     assert len(lines) == 6 and lines[0].startswith("t=   2.83s")
     assert all(any(c in line for c in ("anger", "happy", "sad")) for line in lines)
+
+
+def test_int8_export_of_a_stack_model_is_refused_before_any_work(stack_run: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    # onnxruntime failed after the float export: "Got invalid dimensions for input: stacks ... Expected: 6".
+    import cli
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    cv2.imwrite(str(faces / "a.png"), np.full((48, 48), 128, np.uint8))
+    out = tmp_path / "m.onnx"
+    assert cli.main(["export", str(stack_run), "--onnx", str(out), "--int8", str(faces)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--int8 calibrates on single face images, so it is for frame models" in err and "\n" not in err
+    assert not out.exists()
 
 
 def test_live_with_a_window_but_no_display_says_so(frame_run: Path, clips: dict) -> None:

@@ -81,6 +81,9 @@ def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | N
     import onnx
 
     data, net = _load(run, mirror, offsets)
+    if int8 is not None and int(data["model"]["in_chans"]) != 1:
+        raise ExportError(f"--int8 calibrates on single face images, so it is for frame models; {run} takes "
+                          f"{data['model']['in_chans']}-channel stacks: export it without --int8")
     meta = {**serving_metadata(data), "int8": int8 is not None}
     if serve_interval is not None:
         if meta["kind"] != "frame":
