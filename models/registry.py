@@ -5,6 +5,7 @@ The seed's three (EfficientNetV2-S/M, MobileNetV3-Large) plus lighter ones that 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 
@@ -47,5 +48,18 @@ def get_backbone(name: str) -> Backbone:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise UnknownBackbone(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)} "
+        guess = closest_backbone(name)
+        hint = f"did you mean {guess}? " if guess else ""
+        raise UnknownBackbone(f"unknown backbone {name!r}; {hint}choose one of: {', '.join(BACKBONES)} "
                               "(`python cli.py models` lists them)") from None
+
+
+def closest_backbone(name: str) -> str | None:
+    """The registered name a typo or another library's spelling most likely means (``efficientnetv2s``,
+    ``mobilenet_v3_large``, ``resnt18``), or None."""
+    squashed = {key.replace("_", ""): key for key in BACKBONES}
+    plain = name.lower().replace("_", "").replace("-", "")
+    if plain in squashed:
+        return squashed[plain]
+    close = difflib.get_close_matches(plain, list(squashed), n=1, cutoff=0.75)
+    return squashed[close[0]] if close else None

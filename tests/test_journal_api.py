@@ -378,3 +378,11 @@ def test_the_journal_keeps_its_files_to_their_owner(tmp_path: Path, server: Jour
         assert mode(folder) == (0o755 if shared else 0o700)
         assert mode(folder / "clips") == 0o700 and mode(folder / "clips" / "a.mp4") == 0o600
         assert mode(folder / "journal.db") == 0o600
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0.1", "192.0.2.1"])  # not an address; TEST-NET-1, no machine's own
+def test_a_host_this_machine_does_not_have_is_blamed_not_the_port(host: str) -> None:
+    from pipeline.journal.server import JournalError, listen
+
+    with pytest.raises(JournalError, match=f"^--host {re.escape(host)} is not an address of this machine"):
+        listen(host, 0)  # it said "{host}:0 cannot be used (...); pass another --port"

@@ -48,8 +48,13 @@ def test_adapt_kernel_between_any_channel_counts_keeps_the_response() -> None:
 
 def test_registry_holds_the_seed_backbones_and_unknown_names_list_the_valid_ones() -> None:
     assert {"efficientnetv2_s", "efficientnetv2_m", "mobilenetv3_large"} <= set(BACKBONES)
-    with pytest.raises(UnknownBackbone, match="choose one of: efficientnetv2_s"):
+    with pytest.raises(UnknownBackbone, match="'vgg_face'; choose one of: efficientnetv2_s"):
         get_backbone("vgg_face")
+    # typos and other libraries' spellings get the name they mean (only the list before)
+    for typed, meant in (("resnt18", "resnet18"), ("efficientnetv2s", "efficientnetv2_s"),
+                         ("mobilenet_v3_large", "mobilenetv3_large"), ("EfficientNet-Lite0", "efficientnet_lite0")):
+        with pytest.raises(UnknownBackbone, match=f"did you mean {meant}\\? choose one of"):
+            get_backbone(typed)
 
 
 def test_seed_head_by_default_and_linear_head_on_request() -> None:

@@ -6,6 +6,7 @@ server's life and released by the kernel when the process dies, however it dies.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -68,7 +69,10 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        reason = "is already in use" if exc.errno == 98 else f"cannot be used ({exc.strerror})"
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise JournalError(f"--host {host} is not an address of this machine ({exc.strerror}); pass 127.0.0.1, "
+                               "or an address this machine has (`ip addr` lists them)") from None
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
         raise JournalError(f"{host}:{port} {reason}; pass another --port (or --port 0 for any free one)") from None
     sock.listen(2048)
     sock.set_inheritable(True)
