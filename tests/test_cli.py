@@ -70,12 +70,39 @@ def test_an_output_path_through_a_file_is_one_line(command: str, tmp_path: Path)
     assert result.stderr.count("\n") == 1 and str(blocker) in result.stderr, result.stderr
 
 
+def test_a_class_or_split_lost_to_a_typo_is_said(tmp_path: Path) -> None:
+    """Each of these ran to exit 0 with nothing said: a class gone, a map never used, no validation split
+    (which `train` then refused with advice the user had already followed)."""
+    src = tmp_path / "src"
+    for i, label in enumerate(("Happy", "Sad"), start=1):
+        make_face_clip(np.full((64, 64, 3), 128, np.uint8), src / f"{label}_000{i}.mp4", seconds=3.2, size=SMALL)
+    expected = {
+        ("--labels", "Hapy,Sad"): "warning: --labels Hapy matched no file (labels found: happy, sad)",
+        ("--label-map", "hapy=joy"): "warning: --label-map names label(s) no file has: hapy (labels found: happy, sad)",
+        ("--val-ids", "9999"): "warning: no validation stacks: --val-ids 9999 matched no usable file",
+        ("--val-fraction", "0.5"): "warning: no validation stacks: no label has enough usable clips for "
+                                   "--val-fraction 0.5",
+    }
+    for args, warning in expected.items():
+        result = cli("prepare", "--source", str(src), "--out", str(tmp_path / "out"), "--no-progress", "--force",
+                     "--on-no-face", "center", *args)
+        assert result.returncode == 0 and warning in result.stdout, (args, result.stdout, result.stderr)
+    result = cli("prepare", "--source", str(src), "--out", str(tmp_path / "out"), "--no-progress", "--force",
+                 "--on-no-face", "center", "--labels", "happy,sad", "--val-ids", "0002")
+    assert "warning" not in result.stdout, result.stdout
+
+
 def test_nothing_produced_fails_with_the_reasons(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "Happy_0001.mp4").write_bytes(b"garbage")
     result = cli("prepare", "--source", str(src), "--out", str(tmp_path / "out"), "--no-progress")
     assert result.returncode == 1 and "no stack was produced" in result.stderr and "unreadable: 1" in result.stderr
+    (src / "Happy_0001.mp4").unlink()
+    (src / "myclip.mp4").write_bytes(b"garbage")
+    result = cli("prepare", "--source", str(src), "--out", str(tmp_path / "out"), "--no-progress")
+    # the fix was only in the report's JSON
+    assert "e.g. myclip.mp4: no label: name it <Label>_<id>.<ext> or put it in a <label>/ folder" in result.stderr
 
 
 def test_prepare_prints_the_summary(dataset: dict, tmp_path: Path) -> None:

@@ -87,10 +87,14 @@ class Relabeller:
     counts: dict[str, int] = field(default_factory=lambda: {"corrected": 0, "mapped": 0, "dropped": 0})
     used: set[str] = field(default_factory=set)
     source_file: str | None = None  # where the corrections came from, for the report
+    seen: set[str] = field(default_factory=set)  # the dataset's labels, before the map
+    final: set[str] = field(default_factory=set)  # the labels files end up with
 
     def report(self) -> dict:
         return {**self.counts, "corrections_file": self.source_file, "label_map": dict(self.label_map),
-                "unused_corrections": self.unused_corrections()}
+                "unused_corrections": self.unused_corrections(),
+                "unused_label_map": sorted(set(self.label_map) - self.seen),
+                "labels_found": sorted(self.seen), "labels_kept": sorted(self.final)}
 
     def apply(self, rel: str, label: str) -> tuple[str | None, str]:
         """(final label or None when dropped, why it was dropped)."""
@@ -104,12 +108,14 @@ class Relabeller:
             if self.corrections[key] != label:
                 self.counts["corrected"] += 1
                 label = self.corrections[key]
+        self.seen.add(label)
         if label in self.label_map:
             if self.label_map[label] == DROP:
                 self.counts["dropped"] += 1
                 return None, f"label {label!r} dropped by the label map"
             self.counts["mapped"] += 1
             label = self.label_map[label]
+        self.final.add(label)
         return label, ""
 
     def unused_corrections(self) -> list[str]:

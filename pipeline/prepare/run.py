@@ -20,7 +20,7 @@ from tqdm import tqdm
 from pipeline.prepare.ferplus import FerPlusError
 from pipeline.prepare.labelling import CORRECTIONS_NAME, LabelFileError, Relabeller, read_corrections
 from pipeline.prepare.settings import PrepareConfig
-from pipeline.prepare.sources import Rejected, Source, discover
+from pipeline.prepare.sources import Rejected, Source, discover, normalise_label
 from pipeline.prepare.splits import SplitFileError, assign_splits
 from pipeline.prepare.state import Journal, SourceRecord
 from stacks.atomic import atomic_write_text, remove_partials
@@ -257,7 +257,9 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
         )
     if not rows:
         reasons = ", ".join(f"{k}: {v}" for k, v in report["skipped_by_reason"].items())
-        raise PrepareError(f"no stack was produced from {report['files_found']} files ({reasons}); "
+        first = report["skipped"][0] if report["skipped"] else None
+        example = f"; e.g. {first['source']}: {first['detail']}" if first and first.get("detail") else ""
+        raise PrepareError(f"no stack was produced from {report['files_found']} files ({reasons}{example}); "
                            f"see {out / REPORT_NAME}")
     return PrepareResult(out=out, rows=rows, report=report)
 
@@ -283,6 +285,7 @@ def _report(config: PrepareConfig, started: datetime, seconds: float, n_files: i
                            "split_file": str(config.split.split_file) if config.split.split_file else None,
                            "by": config.split.by},
         "layout": config.layout,
+        "labels_asked": list(config.labels),
         "fingerprint": config.stack.fingerprint(),
         "workers": config.workers,
         "files_found": n_files,
@@ -324,9 +327,36 @@ def format_summary(report: dict) -> str:
     if relabelled.get("unused_corrections"):
         unused = relabelled["unused_corrections"]
         lines.append(f"  warning: {len(unused)} correction(s) name no file found, e.g. {unused[0]}")
+    lines += [f"  warning: {line}" for line in label_and_split_warnings(report)]
     if report["skipped_by_reason"]:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in report["skipped_by_reason"].items())
         lines.append(f"  skipped: {reasons}   (details in {Path(report['out']) / REPORT_NAME})")
     else:
         lines.append("  skipped: none")
     return "\n".join(lines)
+
+
+def label_and_split_warnings(report: dict) -> list[str]:
+    """What a run made silently other than asked: a typo in --labels or --label-map drops or keeps a whole
+    class without a word, and a validation split that came out empty only surfaced at `train`."""
+    labels = report.get("labels") or {}
+    found = ", ".join(labels.get("labels_found", [])) or "none"
+    out = []
+    if labels.get("unused_label_map"):
+        out.append(f"--label-map names label(s) no file has: {', '.join(labels['unused_label_map'])} "
+                   f"(labels found: {found})")
+    asked = report.get("labels_asked") or []
+    kept = labels.get("labels_kept", [normalise_label(label) for label in asked])
+    unmatched = [label for label in asked if normalise_label(label) not in kept]
+    if unmatched:
+        out.append(f"--labels {', '.join(unmatched)} matched no file (labels found: {found})")
+    split = report.get("split_settings") or {}
+    if "val" not in report.get("stacks", {}) and report.get("stacks_total") and not report.get("interrupted"):
+        if split.get("val_ids"):
+            out.append(f"no validation stacks: --val-ids {','.join(split['val_ids'])} matched no usable file (an id "
+                       "is the number in Happy_0016, or the whole file stem); `train` needs them")
+        elif split.get("val_fraction", 0) > 0 and not split.get("split_file"):
+            out.append(f"no validation stacks: no label has enough usable clips for --val-fraction "
+                       f"{split['val_fraction']:g} to take one and leave one to train on; `train` needs them: "
+                       "add clips, or pass --val-ids")
+    return out
