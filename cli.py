@@ -67,6 +67,11 @@ def add_make_clips(sub: Subcommands) -> None:
 def cmd_make_clips(args: argparse.Namespace) -> int:
     from tests.fixtures.clip_sets import make_clip_set
 
+    wrong = [f"{flag} must be > 0 (got {value:g})" for flag, value in (
+        ("--per-label", args.per_label), ("--seconds", args.seconds), ("--fps", args.fps), ("--width", args.width),
+        ("--height", args.height)) if not value > 0]
+    if wrong:  # --per-label 0 wrote nothing and said "wrote 0 files"; --seconds -1 wrote one frame
+        return _fail("; ".join(wrong), 2)
     try:
         paths = make_clip_set(args.out, photos=args.photos, per_label=args.per_label, seconds=args.seconds,
                               fps=args.fps, size=(args.width, args.height), with_bad_files=args.with_bad_files)

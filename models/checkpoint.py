@@ -57,7 +57,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as exc:
         raise CheckpointError(_unreadable_reason(path, exc)) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a clip-emotion checkpoint; for plain weights use --weights")
+        raise CheckpointError(f"{path} is not a clip-emotion checkpoint: pass a .pt written by train or export "
+                              "(a file of plain backbone weights starts a run with `train --weights`)")
     if data.get("version", 0) > VERSION:
         raise CheckpointError(f"{path} was written by a newer version of this project (checkpoint format "
                               f"{data['version']} > {VERSION}): update the code")

@@ -346,6 +346,9 @@ def values_from_file(table: Iterable[Option], data: dict, where: str) -> dict[st
     values = {}
     for key, raw in data.items():
         name = str(key).strip().replace("-", "_")
+        if name not in by_name and isinstance(raw, dict):  # a [train] table, as a grid file has
+            raise OptionError(f"{where}: [{key}] is a table, but this file takes its options as plain keys at the "
+                              f"top: remove the [{key}] line (tables such as [train] belong in a grid file)")
         if name not in by_name:
             hint = did_you_mean(name, by_name)
             raise OptionError(f"{where}: unknown option {key!r}: "

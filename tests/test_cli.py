@@ -45,6 +45,8 @@ def test_help_names_every_option() -> None:
     (["prepare", "--source", ".", "--interval", "0"], 2, "--interval must be"),
     (["prepare", "--source", ".", "--val-fraction", "0.7", "--test-fraction", "0.5"], 2, "leave something"),
     (["make-clips", "--photos", "/nonexistent/photos"], 2, "does not exist"),
+    (["make-clips", "--per-label", "0", "--seconds", "-1"], 2,  # "wrote 0 files", exit 0
+     "--per-label must be > 0 (got 0); --seconds must be > 0 (got -1)"),
 ])
 def test_expected_problems_are_one_line_errors(args: list[str], code: int, message: str, tmp_path: Path) -> None:
     result = cli(*args, "--out", str(tmp_path / "out"))

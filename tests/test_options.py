@@ -204,6 +204,9 @@ def test_a_typo_says_did_you_mean_in_a_file_and_on_the_command_line(tmp_path: Pa
     assert code == 2 and "unknown option --lrr: did you mean --lr?" in err
     code, err = run_cli(capsys, "prepare", "--sequence-lenght", "30")
     assert code == 2 and "did you mean --sequence-length?" in err
+    toml.write_text("[train]\nepochs = 2\n")  # a grid file's table: it said "did you mean pretrained?"
+    code, err = run_cli(capsys, "train", "--config", toml)
+    assert code == 2 and "[train] is a table, but this file takes its options as plain keys at the top" in err
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -236,6 +236,9 @@ def test_bad_input_messages_are_whole_and_say_what_to_do(frame_run: Path, clips:
         "the plot is written as PNG; use a .png file name":
             ("predict", clips["long"], "--model", frame_run, "--plot", tmp_path / "plot.jpg"),
         "is an ONNX model, which onnxruntime runs on the CPU": ("predict", clips["image"], "--device", "cuda"),
+        # a folder of clips was classified first, then "cannot write ...: File exists"
+        f"--out {empty / 'answers.csv'}: {empty} is a file, not a folder":
+            ("predict", clips["image"].parent, "--model", frame_run, "--out", empty / "answers.csv"),
     }
     for expected, argv in cases.items():
         code, out, err = run_cli(*argv)
@@ -374,6 +377,18 @@ def test_int8_export_of_a_stack_model_is_refused_before_any_work(stack_run: Path
     err = capsys.readouterr().err.strip()
     assert "--int8 calibrates on single face images, so it is for frame models" in err and "\n" not in err
     assert not out.exists()
+
+
+def test_live_on_a_faceless_stream_says_no_window_had_a_face(frame_run: Path, tmp_path: Path) -> None:
+    empty_room = make_faceless_clip(tmp_path / "room.mp4", seconds=5.0, size=SMALL)
+    done = subprocess.run([sys.executable, "cli.py", "live", "--source", str(empty_room), "--no-window",
+                           "--every", "30", "--model", str(frame_run)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    lines = done.stdout.strip().splitlines()
+    windows = sum(line.startswith("t=") for line in lines)
+    # it said "no face, or the stream ended before one full window (3.0 s) after 0.7 s", 0.7 s of wall time
+    assert done.returncode == 1 and windows >= 1
+    assert lines[-1] == f"no prediction: no face in any of the {windows} windows", lines
 
 
 def test_live_with_a_window_but_no_display_says_so(frame_run: Path, clips: dict) -> None:
