@@ -50,6 +50,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(Path(path), write)
 
 
+REQUIRED = ("model", "state_dict", "input", "stack")  # what serving, export and --init read
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     path = resolve_checkpoint(path)
     try:
@@ -62,6 +65,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if data.get("version", 0) > VERSION:
         raise CheckpointError(f"{path} was written by a newer version of this project (checkpoint format "
                               f"{data['version']} > {VERSION}): update the code")
+    missing = [key for key in REQUIRED if key not in data]
+    if missing:  # else a KeyError from deep inside serving or export
+        raise CheckpointError(f"{path} has no {', '.join(missing)} settings, which every checkpoint train and export "
+                              "write: a damaged or edited file; write it again with train or export")
     data["path"] = str(path)
     if is_compact(data.get("state_dict", {})):
         data["state_dict"] = expand_state(data["state_dict"])

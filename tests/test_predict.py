@@ -224,8 +224,13 @@ def test_bad_input_messages_are_whole_and_say_what_to_do(frame_run: Path, clips:
     models.mkdir()
     (models / "a.pt").write_bytes(Path(frame_run / "best.pt").read_bytes())
     (tmp_path / "a_folder").mkdir()
+    edited = {k: v for k, v in load_checkpoint(frame_run).items() if k not in ("path", "format", "version", "stack")}
+    save_checkpoint(tmp_path / "edited.pt", edited)
     cases = {
         "empty file (0 bytes)": ("predict", empty, "--model", frame_run),
+        # a KeyError traceback from inside serving
+        "edited.pt has no stack settings, which every checkpoint train and export write":
+            ("predict", clips["image"], "--model", tmp_path / "edited.pt"),
         "(Invalid data found when processing input: a corrupt file or not a video)":
             ("predict", text, "--model", frame_run),
         "holds Python objects besides weights": ("predict", clips["image"], "--model", pickled),
