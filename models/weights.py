@@ -60,6 +60,8 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
 def _unreadable(path: Path, exc: Exception) -> str:
     """Why a weights file did not load, without torch's advice to load it with ``weights_only=False``
     (which could run code the file carries: never the fix)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
     if path.suffix != ".safetensors" and not zipfile.is_zipfile(path):
         with open(path, "rb") as fh:
             if fh.read(1) != b"\x80":  # nor a pickle, as torch.save wrote before its zip format

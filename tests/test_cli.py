@@ -94,6 +94,18 @@ def test_a_class_or_split_lost_to_a_typo_is_said(tmp_path: Path) -> None:
     assert "warning" not in result.stdout, result.stdout
 
 
+def test_no_split_warning_for_a_folder_with_nothing_to_train_on() -> None:
+    from pipeline.prepare.run import label_and_split_warnings
+
+    # the README's FER+ test folder: test stacks only, the default --val-fraction 0.2 (it warned "add clips")
+    report = {"stacks": {"test": {"happy": 3}}, "split_settings": {"val_ids": [], "val_fraction": 0.2}, "labels": {}}
+    assert label_and_split_warnings(report) == []
+    report["stacks"]["train"] = {"happy": 3}
+    assert label_and_split_warnings(report)[0].startswith("no validation stacks: no label has enough usable clips")
+    report["split_settings"]["by"] = "actor"
+    assert label_and_split_warnings(report)[0].startswith("no validation stacks: too few people")
+
+
 def test_nothing_produced_fails_with_the_reasons(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -111,6 +111,15 @@ def test_prepare_writes_votes_into_the_manifest_and_reports_the_dropped(ferplus_
     assert read_manifest(out)[0].votes
 
 
+def test_a_label_map_of_a_class_that_only_gets_votes_is_used(ferplus_root: Path) -> None:
+    from pipeline.prepare.labelling import Relabeller
+
+    relabeller = Relabeller(label_map={"angry": "drop", "contemptuous": "drop"})
+    discover_ferplus(ferplus_root, relabeller=relabeller)
+    # angry is no image's majority here, but its votes are mapped: prepare warned "no file has" it
+    assert relabeller.report()["unused_label_map"] == ["contemptuous"]
+
+
 def test_a_broken_label_file_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "label.csv").write_text('fer0000001.png,"(0, 0, 48, 48)",6,0,0,4\n')

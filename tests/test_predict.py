@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -224,6 +225,9 @@ def test_bad_input_messages_are_whole_and_say_what_to_do(frame_run: Path, clips:
     models.mkdir()
     (models / "a.pt").write_bytes(Path(frame_run / "best.pt").read_bytes())
     (tmp_path / "a_folder").mkdir()
+    blocked = tmp_path / "clips_here"
+    (blocked / "predictions.csv").mkdir(parents=True)
+    shutil.copyfile(clips["image"], blocked / "face.png")
     edited = {k: v for k, v in load_checkpoint(frame_run).items() if k not in ("path", "format", "version", "stack")}
     save_checkpoint(tmp_path / "edited.pt", edited)
     cases = {
@@ -244,6 +248,9 @@ def test_bad_input_messages_are_whole_and_say_what_to_do(frame_run: Path, clips:
         # a folder of clips was classified first, then "cannot write ...: File exists"
         f"--out {empty / 'answers.csv'}: {empty} is a file, not a folder":
             ("predict", clips["image"].parent, "--model", frame_run, "--out", empty / "answers.csv"),
+        # the default output too, found before the folder's clips are classified
+        f"--out {blocked / 'predictions.csv'} is a folder: give a file name":
+            ("predict", blocked, "--model", frame_run),
     }
     for expected, argv in cases.items():
         code, out, err = run_cli(*argv)
@@ -464,7 +471,7 @@ def test_more_bad_input_through_the_cli(frame_run: Path, clips: dict, tmp_path: 
     code, _, err = run_cli("predict", clips["short"], "--model", frame_run, "--stride", "0")
     assert code == 2 and "--stride must be at least 1" in err
     code, _, err = run_cli("predict", clips["short"], "--model", frame_run, "--timeline", clips["text"] / "t.csv")
-    assert code == 1 and err.startswith("error: cannot write") and len(err.strip().splitlines()) == 1
+    assert code == 1 and f"{clips['text']} is a file, not a folder" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("predict", clips["short"], "--model", frame_run, "--annotate", clips["short"])
     assert code == 1 and "is the input clip" in err
     code, _, err = run_cli("predict", clips["image"], "--model", frame_run, "--annotate", tmp_path / "a.mp4")

@@ -97,9 +97,9 @@ def serve(settings: JournalSettings, announce: Callable[[Started], None]) -> Non
     token = settings.token
     if token is None and not settings.loopback:
         token = secrets.token_urlsafe(24)
+    sock = listen(settings.host, settings.port)  # first: a busy port leaves no data folder behind
     # Everything the server writes (clips, database, lock) is its owner's alone (store.make_private).
     umask = os.umask(0o077)
-    sock = listen(settings.host, settings.port)  # first: a busy port leaves no data folder behind
     try:
         lock = claim(settings.data_dir)
         try:

@@ -11,6 +11,7 @@ and never a stray clip once the server runs again.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -21,6 +22,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DATABASE = "journal.db"
 LOCK_NAME = "server.lock"  # held by the running server (``server.claim``)
@@ -87,14 +89,15 @@ def sniff_suffix(head: bytes) -> str:
 def make_private(root: Path, whole_folder: bool) -> None:
     """Owner-only permissions on the journal's files (its clips are faces, its notes a diary): the folders
     0700, the files 0600. ``whole_folder``: the data folder itself too, when it is the journal's own
-    (created for it, or already holding its database), never a folder it merely shares."""
+    (created for it, or holding nothing else), never a folder it shares with other files."""
     folders = [root / "clips", root / "incoming"] + ([root] if whole_folder else [])
-    for folder in folders:
-        os.chmod(folder, 0o700)
-    files = [root / name for name in sorted(OWN_NAMES)] + list((root / "clips").iterdir())
-    for path in files:
-        if path.is_file():
-            os.chmod(path, 0o600)
+    files = [path for path in [root / name for name in sorted(OWN_NAMES)] + list((root / "clips").iterdir())
+             if path.is_file()]
+    for path, mode in [(folder, 0o700) for folder in folders] + [(file, 0o600) for file in files]:
+        if path.stat().st_uid != os.getuid():  # another account's: not ours to change (chmod would fail)
+            log.warning("journal: %s belongs to another account, so it keeps its permissions", path)
+            continue
+        os.chmod(path, mode)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -122,8 +125,7 @@ class EntryStore:
         self.clips = self.root / "clips"
         self.incoming = self.root / "incoming"
         try:
-            own = (not self.root.exists() or (self.root / DATABASE).is_file()
-                   or all(path.name in OWN_NAMES for path in self.root.iterdir()))
+            own = not self.root.exists() or all(path.name in OWN_NAMES for path in self.root.iterdir())
             self.clips.mkdir(parents=True, exist_ok=True)
             self.incoming.mkdir(exist_ok=True)
             self._db = sqlite3.connect(self.root / DATABASE, check_same_thread=False, isolation_level=None)

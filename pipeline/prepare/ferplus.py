@@ -121,6 +121,7 @@ def discover_ferplus(root: Path, labels: tuple[str, ...] = (),
             if refusal is not None:
                 rejected.append(refusal)
                 continue
+            relabeller.seen.update(cls for cls, n in zip(CLASSES.values(), votes) if cls is not None and n)
             counts = class_votes(votes, relabeller.label_map, allowed)
             sources.append(Source(path=path, rel=rel, label=final, video_id=path.stem, kind="image", split=split,
                                   votes=format_votes(counts)))

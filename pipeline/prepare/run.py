@@ -351,8 +351,13 @@ def label_and_split_warnings(report: dict) -> list[str]:
     if unmatched:
         out.append(f"--labels {', '.join(unmatched)} matched no file (labels found: {found})")
     split = report.get("split_settings") or {}
-    if "val" not in report.get("stacks", {}) and report.get("stacks_total") and not report.get("interrupted"):
-        if split.get("val_ids"):
+    made = report.get("stacks", {})
+    # Only where something is there to train on: a folder of test images alone (FER+ test) needs no val split.
+    if "train" in made and "val" not in made and not report.get("interrupted"):
+        if split.get("by") == "actor":
+            out.append(f"no validation stacks: too few people for --val-fraction {split.get('val_fraction', 0):g} "
+                       "to take one whole person and leave one to train on; `train` needs them")
+        elif split.get("val_ids"):
             out.append(f"no validation stacks: --val-ids {','.join(split['val_ids'])} matched no usable file (an id "
                        "is the number in Happy_0016, or the whole file stem); `train` needs them")
         elif split.get("val_fraction", 0) > 0 and not split.get("split_file"):

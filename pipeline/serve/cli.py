@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from pipeline.commands import Subcommands, add_command
 from pipeline.console import fail
 
+FOLDER_CSV = "predictions.csv"  # a folder's answers, beside its clips, unless --out names another file
+
 if TYPE_CHECKING:
     from pipeline.serve.live import LivePrediction
 
@@ -67,7 +69,7 @@ def _predict_folder(args: argparse.Namespace, model) -> int:
             results.append(predict_file(path, model, args.stride, args.min_seconds))
         except PredictError as exc:
             results.append(str(exc))
-    out = args.out or args.input / "predictions.csv"
+    out = args.out or args.input / FOLDER_CSV
     write_folder_csv(results, files, model.classes, out)
     done = [r for r in results if not isinstance(r, str)]
     if args.json:
@@ -121,8 +123,11 @@ def check_predict_paths(args: argparse.Namespace) -> None:
 
     if not args.input.exists():
         raise PredictError(f"{args.input}: no such file or folder")
+    out = args.out
+    if out is None and args.input.is_dir():  # the folder's answers go beside its clips unless --out says
+        out = args.input / FOLDER_CSV
     for option, path in (("--timeline", args.timeline), ("--plot", args.plot), ("--annotate", args.annotate),
-                         ("--out", args.out)):
+                         ("--out", out)):
         if path is not None and path.is_dir():
             raise PredictError(f"{option} {path} is a folder: give a file name")
         if path is not None:  # found out here, not after a whole folder of clips was classified
@@ -130,7 +135,9 @@ def check_predict_paths(args: argparse.Namespace) -> None:
             if not folder.is_dir():
                 raise PredictError(f"{option} {path}: {folder} is a file, not a folder")
             if not os.access(folder, os.W_OK | os.X_OK):
-                raise PredictError(f"{option} {path}: cannot write into {folder} (read-only, or not yours)")
+                given = "" if path == args.out else " (the default beside the clips)"
+                raise PredictError(f"{option} {path}{given}: cannot write into {folder} (read-only, or not "
+                                   "yours): pass --out somewhere you can write")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise PredictError(f"--plot {args.plot}: the plot is written as PNG; use a .png file name")
 

@@ -196,6 +196,7 @@ function clearError() {
 
 function setStatus(text) {
   $('status').textContent = text || '';
+  $('history-status').textContent = ''; // news of a deletion is stale once something else happens
 }
 
 // ---------------------------------------------------------------- camera and recording
@@ -473,7 +474,8 @@ function timelineView(entry, names, video) {
     if (p % 0.5 === 0) chart.append(svg('text', { x: pad.left - 6, y: y(p) + 4, class: 'tick', 'text-anchor': 'end', text: `${p * 100}%` }));
   }
   // at most 8 labels, whatever the clip's length (a 60 s clip had 31 labels run into one another)
-  const step = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600].find((t) => end / t <= 8) ?? Math.ceil(end / 8);
+  const step = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600].find((t) => Math.floor(end / t) + 1 <= 8)
+    ?? Math.ceil(end / 7);
   for (let s = 0; s <= end + 1e-6; s += step) {
     chart.append(svg('line', { x1: x(s), x2: x(s), y1: y(0), y2: y(0) + 4, class: 'axis' }));
     chart.append(svg('text', { x: x(s), y: y(0) + 16, class: 'tick', 'text-anchor': 'middle', text: `${Number(s.toFixed(1))} s` }));
@@ -750,6 +752,7 @@ function entryActions(entry, item) {
   });
   confirmButton.addEventListener('click', async () => {
     clearError();
+    $('history-status').textContent = ''; // emptied first, so that a second deletion is announced again
     confirmButton.disabled = true;
     try {
       await api(entryUrl(entry.id), { method: 'DELETE' });
