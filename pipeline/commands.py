@@ -74,5 +74,7 @@ def parse_command_line(parser: argparse.ArgumentParser, sub: Subcommands,
         command.error(f"unrecognized arguments: {' '.join(extra)}")
     flags = sorted(set(re.findall(r"(?<![\w-])--[a-z0-9][\w-]*", command.format_help())))
     hint = did_you_mean(flag, flags)
-    command.error(f"unknown option {flag}" + (f": {hint}" if hint else f" (see `{command.prog} --help`)"))
-    raise AssertionError("unreachable")  # error() exits
+    # One line, as the other errors: argparse's error() printed the whole usage first (25 lines for train).
+    command.exit(2, f"{command.prog}: error: unknown option {flag}"
+                    + (f": {hint}\n" if hint else f" (see `{command.prog} --help`)\n"))
+    raise AssertionError("unreachable")  # exit() exits

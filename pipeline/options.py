@@ -332,9 +332,23 @@ def settings_from(settings: type[T], args: argparse.Namespace) -> T:
 # -- settings files ---------------------------------------------------------------------------------------
 
 
+# Other tools' names for our options, which no spelling distance finds (--learning-rate is far from --lr).
+OTHER_NAMES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "bs": "batch_size",
+               "batch": "batch_size", "wd": "weight_decay", "model": "backbone", "arch": "backbone",
+               "architecture": "backbone", "dataset": "data", "data_dir": "data", "output": "out", "output_dir": "out"}
+
+
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
-    """' did you mean X?' for the closest valid name ('' when none is close)."""
-    close = difflib.get_close_matches(name, list(valid), n=1)
+    """' did you mean X?' for the closest valid name ('' when none is close): a flag (``--lrr``) among flags,
+    or a settings file's key among keys."""
+    valid = list(valid)
+    prefix = "--" if name.startswith("--") else ""
+    other = OTHER_NAMES.get(name.lstrip("-").replace("-", "_"))
+    if other is not None:
+        for candidate in (prefix + other.replace("_", "-"), prefix + other):
+            if candidate in valid:
+                return f"did you mean {candidate}?"
+    close = difflib.get_close_matches(name, valid, n=1)
     return f"did you mean {close[0]}?" if close else ""
 
 

@@ -202,6 +202,12 @@ def test_a_typo_says_did_you_mean_in_a_file_and_on_the_command_line(tmp_path: Pa
     assert f"{toml}: unknown option 'lrr': did you mean lr?" in err
     code, err = run_cli(capsys, "train", "--lrr", "0.1")
     assert code == 2 and "unknown option --lrr: did you mean --lr?" in err
+    # another tool's name, and one line: the whole usage (25 lines) came first, with no pointer to --lr
+    code, err = run_cli(capsys, "train", "--learning-rate", "0.1")
+    assert code == 2 and err == "cli.py train: error: unknown option --learning-rate: did you mean --lr?"
+    toml.write_text("learning_rate = 0.1\n")
+    code, err = run_cli(capsys, "train", "--config", toml)
+    assert code == 2 and "unknown option 'learning_rate': did you mean lr?" in err
     code, err = run_cli(capsys, "prepare", "--sequence-lenght", "30")
     assert code == 2 and "did you mean --sequence-length?" in err
     toml.write_text("[train]\nepochs = 2\n")  # a grid file's table: it said "did you mean pretrained?"
