@@ -198,7 +198,8 @@ class VideoReader:
         except av.FFmpegError as exc:
             if index == 0:
                 raise VideoError(f"unreadable: no frame could be decoded ({ffmpeg_reason(exc)})") from None
-            raise VideoError(f"decoding failed after {index} frames ({ffmpeg_reason(exc)})") from None
+            raise VideoError(f"decoding failed after {index} frames ({ffmpeg_reason(exc)}): the file looks damaged "
+                             "or cut short; record or copy it again") from None
 
     def decoded(self) -> Iterator[DecodedFrame]:
         """Every frame, in presentation order (BGR not yet converted). One pass per reader."""

@@ -82,3 +82,29 @@ def test_predict_searches_ahead_in_order_and_finds_the_same_faces(head: np.ndarr
     assert [f.index for f in ahead] == [f.index for f in in_line] == list(range(0, 60, 5))
     assert [f.faces for f in ahead] == [f.faces for f in in_line]
     assert all(len(f.faces) == 1 for f in ahead)
+
+
+def test_a_source_that_fails_leaves_no_face_search_running(head: np.ndarray, tmp_path: Path) -> None:
+    """The error of a clip that fails mid-way went on while up to four searches were still queued on the
+    finder's thread; a `predict` exiting on it then crashed inside MediaPipe (exit 139, 1 run in 4)."""
+    from stacks.video import VideoError
+    from stacks.windows import detect_frames
+
+    clip = make_face_clip(head, tmp_path / "face.mp4", seconds=1.0, size=SMALL).path
+    with VideoReader(clip) as reader:
+        frames = [bgr for _, bgr in reader.frames(lambda i: i < 8)][:8]
+    handed_out = []
+
+    class Recording(BackgroundFinder):  # the real finder, its futures kept to look at
+        def submit(self, bgr: np.ndarray):
+            handed_out.append(super().submit(bgr))
+            return handed_out[-1]
+
+    def failing_clip():
+        yield from enumerate(frames)
+        raise VideoError("decoding failed after 8 frames (Invalid data found when processing input)")
+
+    with pytest.raises(VideoError):
+        for _ in detect_frames(failing_clip(), Recording("detection")):
+            pass
+    assert len(handed_out) == 8 and all(future.done() for future in handed_out)

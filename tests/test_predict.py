@@ -171,6 +171,25 @@ def test_short_clip_is_padded_and_too_short_is_refused(stack_run: Path, clips: d
     assert len(predict_file(clips["tiny"], model, min_seconds=0.5).windows) == 1
 
 
+def test_a_file_cut_short_is_said_to_be(frame_run: Path, clips: dict, tmp_path: Path) -> None:
+    # Its header at the front (as phones and browsers write MP4), its end lost in a copy: it was answered on
+    # what was left with only a note that it is shorter than one window.
+    import imageio_ffmpeg
+
+    from pipeline.serve.outputs import summary_text
+
+    whole = tmp_path / "whole.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(clips["long"]), "-c:v",
+                    "copy", "-movflags", "+faststart", str(whole)], check=True, timeout=120)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
+    model = load_serving_model(frame_run)
+    pred = predict_file(cut, model)
+    assert pred.header_s == 8.0 and pred.duration < 6.0
+    assert f"the file looks cut short: its header says 8.0 s, but only {pred.duration:.2f} s" in summary_text(pred)
+    assert "cut short" not in summary_text(predict_file(whole, model))
+
+
 def test_a_clip_past_max_seconds_is_refused_once_decoding_gets_there(stack_run: Path, clips: dict) -> None:
     # The journal's bound: a 10-minute upload was decoded whole (31 s of the server's time) and kept.
     model = load_serving_model(stack_run)

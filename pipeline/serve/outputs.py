@@ -24,6 +24,9 @@ def summary_text(pred: Prediction) -> str:
     if pred.kind == "video":
         lines.append(f"  face found in {pred.face_ratio:.0%} of the sampled frames; {pred.duration:.2f} s, "
                      f"{len(pred.windows)} window(s)")
+        if pred.header_s and pred.duration < 0.9 * pred.header_s - TOLERANCE:  # a copy or upload cut off
+            lines.append(f"  the file looks cut short: its header says {pred.header_s:.1f} s, but only "
+                         f"{pred.duration:.2f} s could be decoded")
         if pred.duration < pred.sequence_s - TOLERANCE:
             lines.append(f"  shorter than the model's {pred.sequence_s:.1f} s window: its last face fills the rest, "
                          "as in training; a 3-5 s clip is read best")

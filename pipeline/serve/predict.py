@@ -62,6 +62,7 @@ class Prediction:
     no_face: list[tuple[float, float]] = field(default_factory=list)  # (start_s, end_s) of windows without a face
     faces_seen: int = 1  # faces in view at once (in two sampled frames at least); the answer follows the main one
     sequence_s: float = 0.0  # the model's window: a shorter clip is padded with its last face
+    header_s: float = 0.0  # the length the container's header claims (0: it does not say)
 
     @property
     def label(self) -> str:
@@ -160,6 +161,7 @@ class ClipWindows:
     duration: float = 0.0  # seconds: the last frame's time + one frame period
     faceless: list[float] = field(default_factory=list)  # start (s) of each window without a face
     face_counts: list[int] = field(default_factory=list)  # faces found in each sampled frame
+    header_s: float = 0.0  # the length the container's header claims
 
 
 def clip_windows(path: Path, model: ServingModel, stride: int | None = None,
@@ -207,6 +209,7 @@ def clip_windows(path: Path, model: ServingModel, stride: int | None = None,
                                else f"{path}: decoding failed ({str(exc).strip()[:120]})") from exc
         out.frames = reader.frames_decoded
         out.duration = last[0] + reader.period() if out.frames else 0.0
+        out.header_s = reader.seconds_hint
     if too_long[0]:
         raise PredictError(f"{path}: the clip runs past {max_seconds:g} s, the longest accepted here: trim it, or "
                            "record a shorter one")
@@ -226,6 +229,7 @@ def _video(path: Path, model: ServingModel, stride: int | None, min_seconds: flo
     pred = _assemble(path, "video", model, clip.stacked, clip.fps, clip.frames, clip.sampled, clip.duration)
     pred.no_face = [(start, min(start + model.stack.sequence_seconds, clip.duration)) for start in clip.faceless]
     pred.faces_seen = faces_in_view(clip.face_counts)
+    pred.header_s = clip.header_s
     return pred
 
 
