@@ -46,7 +46,7 @@ from stacks.settings import StackSettings  # noqa: E402
 def add_make_clips(sub: Subcommands) -> None:
     p = add_command(
         sub, "make-clips", func=cmd_make_clips,
-        help="make labelled face clips from photos (demo and test data; no video can be downloaded here)",
+        help="make labelled face clips from photos (demo and test data, and clips to try prepare and train on)",
         description=(
             "Write clips of a real face photo moving across a larger frame (pan, zoom, tilt, "
             "lighting drift). With --photos DIR (<label>/*.jpg) one clip per photo, named "
@@ -56,7 +56,8 @@ def add_make_clips(sub: Subcommands) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("data/demo/clips"), help="folder to write the clips to")
     p.add_argument("--photos", type=Path, default=None, help="folder of <label>/ photo folders")
-    p.add_argument("--per-label", type=int, default=3, help="clips per label")
+    p.add_argument("--per-label", type=int, default=3,
+                   help="clips per label folder of --photos; without --photos, that many happy clips")
     p.add_argument("--seconds", type=float, default=4.0, help="clip length")
     p.add_argument("--fps", type=float, default=30.0, help="frames per second")
     p.add_argument("--width", type=int, default=640, help="frame width")
@@ -79,7 +80,7 @@ def cmd_make_clips(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
     except OSError as exc:
         return _fail(f"cannot write {exc.filename or args.out}: {exc.strerror or exc}; choose another --out", 1)
-    print(f"wrote {len(paths)} files to {args.out}")
+    print(f"wrote {len(paths)} file{'' if len(paths) == 1 else 's'} to {args.out}")
     return 0
 
 

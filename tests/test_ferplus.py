@@ -18,7 +18,7 @@ from pipeline.prepare.ferplus import (
     parse_votes,
     read_label_file,
 )
-from pipeline.prepare.run import REPORT_NAME, PrepareError, run_prepare
+from pipeline.prepare.run import REPORT_NAME, PrepareError, format_summary, run_prepare
 from pipeline.prepare.settings import PrepareConfig
 from pipeline.prepare.sources import discover
 from stacks import read_manifest
@@ -106,6 +106,8 @@ def test_prepare_writes_votes_into_the_manifest_and_reports_the_dropped(ferplus_
     report = json.loads((out / REPORT_NAME).read_text())
     assert report["skipped_by_reason"] == {"majority contempt (not a class here)": 1, "majority not a face": 1,
                                            "majority unknown": 1, "missing": 1}
+    # it said "(interval 5, 18 channels per clip stack, 48x48)" of 1-channel image stacks
+    assert format_summary(report).splitlines()[0] == f"Stacks in {out}  (images, 1 channel each, 48x48)"
     # a rerun reuses every stack and still writes the votes
     run_prepare(config)
     assert read_manifest(out)[0].votes

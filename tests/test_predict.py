@@ -267,6 +267,9 @@ def test_bad_input_messages_are_whole_and_say_what_to_do(frame_run: Path, clips:
         # a folder of clips was classified first, then "cannot write ...: File exists"
         f"--out {empty / 'answers.csv'}: {empty} is a file, not a folder":
             ("predict", clips["image"].parent, "--model", frame_run, "--out", empty / "answers.csv"),
+        # it said only "no test stacks in the stack folder"
+        "no test stacks in the stack folder (prepare with --test-fraction > 0, or pass --data":
+            ("evaluate", frame_run, "--split", "test"),
         # the default output too, found before the folder's clips are classified
         f"--out {blocked / 'predictions.csv'} is a folder: give a file name":
             ("predict", blocked, "--model", frame_run),
@@ -589,6 +592,17 @@ def test_a_frame_model_classifies_each_face_of_overlapping_windows_once(frame_ru
     got = classify_stacks(model, stacked)
     assert sum(seen) == len({i for s in stacked for i in s.indices}) < len(every_face)
     assert all(np.abs(a - b).max() < 1e-5 for a, b in zip(got, expected))
+
+
+def test_predict_names_the_model_and_its_offsets(frame_run: Path, clips: dict, tmp_path: Path, run_cli) -> None:
+    # The README said "`predict` names them in its model line"; no such line was printed.
+    shifted = tmp_path / "shifted.pt"
+    assert run_cli("export", frame_run, "--compact", shifted, "--logit-offset", "sad=-1.5")[0] == 0
+    code, out, _ = run_cli("predict", clips["image"], "--model", shifted)
+    assert code == 0 and out.strip().splitlines()[-1] == f"  model: {load_serving_model(shifted).describe()}"
+    assert out.strip().endswith(", logit offsets sad -1.5")
+    code, out, _ = run_cli("predict", clips["image"], "--model", shifted, "--json")
+    assert json.loads(out)["model_description"].endswith(", logit offsets sad -1.5")
 
 
 def test_a_logit_offset_moves_that_class_in_every_served_form(frame_run: Path, tmp_path: Path, run_cli) -> None:

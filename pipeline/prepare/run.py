@@ -151,7 +151,7 @@ def _process_all(pool: ThreadPoolExecutor, todo: list[Source], splits: dict[str,
     frames, interrupted = 0, False
     pending: set[Future] = set()
     queue = iter(todo)
-    bar = tqdm(total=len(todo), desc=f"prepare interval {config.stack.interval}", unit="clip",
+    bar = tqdm(total=len(todo), desc=f"prepare interval {config.stack.interval}", unit="file",
                disable=not config.progress or not todo, dynamic_ncols=True)
 
     def refill() -> None:
@@ -295,6 +295,8 @@ def _report(config: PrepareConfig, started: datetime, seconds: float, n_files: i
         "frames_per_second": round(frames / seconds, 1) if seconds > 0 else 0.0,
         "stacks": {split: dict(sorted(labels.items())) for split, labels in sorted(stacks.items())},
         "stacks_total": sum(sum(v.values()) for v in stacks.values()),
+        # stacks of one still image (1 channel); the header of the summary says what the stacks are
+        "image_stacks": sum(row.channels == 1 and row.frames == 1 for record in records for row in record.rows),
         "skipped": skipped,
         "skipped_by_reason": dict(sorted(Counter(item["reason"] for item in skipped).items())),
     }
@@ -303,9 +305,12 @@ def _report(config: PrepareConfig, started: datetime, seconds: float, n_files: i
 def format_summary(report: dict) -> str:
     """The end-of-run summary: what was read, what was made per split and label, what was skipped."""
     settings = StackSettings.from_dict(report["settings"])
+    images, total = report.get("image_stacks", 0), report["stacks_total"]
+    clips = f"interval {settings.interval}, {settings.channels} channels per clip stack"
+    kinds = ("images, 1 channel each" if total and images == total else
+             f"{clips}; images: 1 channel each" if images else clips)
     lines = [
-        f"Stacks in {report['out']}  (interval {settings.interval}, {settings.channels} channels per clip "
-        f"stack, {settings.size}x{settings.size})",
+        f"Stacks in {report['out']}  ({kinds}, {settings.size}x{settings.size})",
         f"  files found: {report['files_found']}   clips/images read this run: {report['processed_this_run']}"
         f"   reused from earlier runs: {report['reused_from_earlier_runs']}",
         f"  frames decoded: {report['frames_decoded_this_run']}   in {report['seconds']:.1f} s"

@@ -80,6 +80,7 @@ def _predict_folder(args: argparse.Namespace, model) -> int:
             print(f"{path}: {result.label} ({result.confidence:.1%})" if not isinstance(result, str)
                   else f"{path}: skipped, {result.split(': ', 1)[-1]}")
         print(f"{len(done)} of {len(files)} files classified; table in {out}")
+        print(f"model: {model.describe()}")
     return 0 if done else 1
 
 
@@ -107,13 +108,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except OSError as exc:  # an output that cannot be written
         return fail(f"cannot write {exc.filename or 'an output file'}: {exc.strerror or exc}")
     if args.json:
-        print(json.dumps({**pred.to_dict(), "model": str(model.source), "written": written}, indent=1))
+        print(json.dumps({**pred.to_dict(), "model": str(model.source), "model_description": model.describe(),
+                          "written": written}, indent=1))
     else:
         from pipeline.serve.outputs import summary_text
 
         print(summary_text(pred))
         for what, path in written.items():
             print(f"  {what}: {path}")
+        print(f"  model: {model.describe()}")  # which model and offsets answered (the README promised this line)
     return 0
 
 
@@ -226,7 +229,7 @@ def add_export(sub: Subcommands) -> None:
                         "(more accurate, 2x the model time); default: as the checkpoint says (off for a run)")
     p.add_argument("--int8", type=Path, metavar="FACES_DIR",
                    help="with --onnx: int8 weights and activations, calibrated on the face images in FACES_DIR "
-                        "(training faces, e.g. ../shared/data/fer2013/train); ~4x faster on a CPU")
+                        "(training faces: FER2013's train folder for the shipped model); ~4x faster on a CPU")
     p.add_argument("--serve-interval", type=float, metavar="SECONDS",
                    help="with --onnx, frame models: sample a face every SECONDS when serving (default: the "
                         "interval of the training stacks, 1/6 s)")

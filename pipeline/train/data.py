@@ -83,8 +83,10 @@ def _training_classes(folder: Path, rows: list[ManifestRow], by_split: dict[str,
 def load_split(data: RunData, split: str, size: int, cache_dir: Path | None, progress: bool) -> StackDataset:
     rows = data.rows.get(split, [])
     if not rows:
-        hint = (" (prepare with --val-fraction > 0 or --val-ids; prepare's summary warns when they made none: a "
-                "fraction of too few clips per label, or ids that match no file)") if split == "val" else ""
+        hint = {"val": " (prepare with --val-fraction > 0 or --val-ids; prepare's summary warns when they made "
+                       "none: a fraction of too few clips per label, or ids that match no file)",
+                "test": " (prepare with --test-fraction > 0, or pass --data a stack folder that has a test split)",
+                }.get(split, "")
         raise DataError(f"no {split} stacks in the stack folder{hint}")
     try:
         return StackDataset(rows, data.classes, size, cache_dir=cache_dir, progress=progress, desc=f"load {split}")

