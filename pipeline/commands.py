@@ -36,9 +36,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "\n" not in text:
             return super()._fill_text(text, width, indent)
         lines = []
-        for line in text.splitlines():  # a line too long for the terminal wraps under its own indent
+        for line in text.splitlines():  # a line too long for the terminal goes on 4 columns further in
             lead = indent + line[:len(line) - len(line.lstrip())]
-            lines.append(textwrap.fill(line.strip(), width, initial_indent=lead, subsequent_indent=lead,
+            lines.append(textwrap.fill(line.strip(), width, initial_indent=lead, subsequent_indent=lead + "    ",
                                        break_on_hyphens=False, break_long_words=False)
                          if len(indent + line) > width else indent + line)
         return "\n".join(lines)

@@ -40,6 +40,16 @@ def test_help_names_every_option() -> None:
     assert "(default: 5)" in prep.stdout
 
 
+def test_a_help_example_too_long_for_the_terminal_goes_on_further_in() -> None:
+    # The continuation started in the examples' own column, where it read as another command.
+    env = {**os.environ, "COLUMNS": "80"}
+    done = subprocess.run([sys.executable, str(REPO / "cli.py"), "train", "--help"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    lines = done.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("  python cli.py train --data"))
+    assert lines[first + 1].startswith("      --") and all(len(line) <= 80 for line in lines[first:first + 2])
+
+
 @pytest.mark.parametrize("args,code,message", [
     (["prepare", "--source", "/nonexistent/clips"], 1, "does not exist"),
     (["prepare", "--source", ".", "--interval", "0"], 2, "--interval must be"),
