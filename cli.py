@@ -75,7 +75,8 @@ def cmd_make_clips(args: argparse.Namespace) -> int:
         return _fail("; ".join(wrong), 2)
     try:
         paths = make_clip_set(args.out, photos=args.photos, per_label=args.per_label, seconds=args.seconds,
-                              fps=args.fps, size=(args.width, args.height), with_bad_files=args.with_bad_files)
+                              fps=args.fps, size=(args.width, args.height), with_bad_files=args.with_bad_files,
+                              progress=True)
     except (FileNotFoundError, ValueError) as exc:
         return _fail(str(exc), 2)
     except OSError as exc:

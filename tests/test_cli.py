@@ -213,6 +213,7 @@ def test_make_clips_writes_a_preparable_folder(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [
         "Happy_0001.mp4", "Happy_0002.mp4", "Happy_0901.mp4", "Happy_0902.mp4", "Happy_0903.mp4"]
+    assert "make-clips: 100%" in result.stderr and "2/2" in result.stderr  # a long run said nothing until the end
 
 
 def test_ctrl_c_during_training_then_resume_finishes_the_run(tmp_path: Path) -> None:
