@@ -74,6 +74,7 @@ def cmd_make_clips(args: argparse.Namespace) -> int:
     if wrong:  # --per-label 0 wrote nothing and said "wrote 0 files"; --seconds -1 wrote one frame
         return _fail("; ".join(wrong), 2)
     try:
+        args.out.mkdir(parents=True, exist_ok=True)  # an --out that cannot be written: said before any work
         paths = make_clip_set(args.out, photos=args.photos, per_label=args.per_label, seconds=args.seconds,
                               fps=args.fps, size=(args.width, args.height), with_bad_files=args.with_bad_files,
                               progress=True)
