@@ -77,7 +77,7 @@ bench: bench-deps
 # test; an int8 compact copy that keeps the real margin of the training crops and averages each face with its
 # mirror image, with class offsets on its logits (angry +0.5, disgust +0.25, fear -0.75, surprise +0.5: fitted by
 # benchmarks/logit_offsets.py on the odd-numbered clips of benchmarks/clip_accuracy.py, under a floor of 72% FER+
-# valid recall for neutral and disgust, see the README), and the same as int8 ONNX with a face every 1/3 s (what
+# valid recall for neutral and disgust, see docs/model-record.md), and the same as int8 ONNX with a face every 1/3 s (what
 # predict and the journal serve; the offsets are in the weights, so they are not given twice). About 70 minutes
 # on 2 idle CPU cores; every step resumes where it stopped.
 FER2013 ?= ../shared/data/fer2013
