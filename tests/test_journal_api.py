@@ -71,10 +71,14 @@ def test_create_list_get_patch_export_delete(server: JournalServer, clips: dict[
     status, edited = server.json("PATCH", f"api/entries/{entry['id']}", {"note": "=1+1 and a comma, too"})
     assert status == 200 and edited["note"] == "=1+1 and a comma, too"
     assert server.json("GET", f"api/entries/{entry['id']}")[1]["note"] == "=1+1 and a comma, too"
+    status, body = server.json("PATCH", f"api/entries/{entry['id']}", {"note": "half a pair \ud800"})
+    assert status == 400 and "UTF-8" in body["error"], body  # it was a 500 (UnicodeEncodeError in SQLite)
+    assert server.json("GET", f"api/entries/{entry['id']}")[1]["note"] == "=1+1 and a comma, too"
 
     status, headers, raw = server.request("GET", "api/export.csv")
     assert status == 200 and headers["content-type"].startswith("text/csv")
-    rows = {r["id"]: r for r in csv.DictReader(io.StringIO(raw.decode()))}
+    assert raw.startswith(b"\xef\xbb\xbf")  # the BOM, or Excel garbles accents and emoji in the notes
+    rows = {r["id"]: r for r in csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))}
     assert rows[entry["id"]]["label"] == "happy"
     assert rows[entry["id"]]["note"] == "'=1+1 and a comma, too"  # not run as a formula by a spreadsheet
     assert float(rows[entry["id"]]["p_happy"]) == pytest.approx(entry["probabilities"]["happy"], abs=1e-5)

@@ -153,6 +153,16 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
+def contrast(css_a: str, css_b: str) -> float:
+    """WCAG contrast ratio of two computed CSS colours (``rgb(r, g, b)``)."""
+    def luminance(css: str) -> float:
+        channels = [int(v) / 255 for v in re.findall(r"\d+", css)[:3]]
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    high, low = sorted((luminance(css_a), luminance(css_b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
 def test_record_save_reload_restart_edit_delete(server: JournalServer, page) -> None:
     before = len(entries(server))
     open_journal(page, server)
@@ -261,8 +271,11 @@ def test_corrupt_upload_shows_the_servers_message(server: JournalServer, page, t
     expect(page.locator("#result")).to_be_hidden()
     assert len(entries(server)) == before
     expect(page.locator("#save")).to_be_disabled()  # the same clip would be refused again (it stayed enabled)
-    page.click("#error-close")
+    expect(error).to_be_focused()  # Save, which had focus, is disabled: focus fell to the page's top
+    page.locator("#error-close").focus()
+    page.keyboard.press("Enter")
     expect(error).to_be_hidden()
+    expect(page.locator("#record")).to_be_focused()  # the next step, not the page's top
     page.set_input_files("#upload", str(broken))  # another clip (here the same file, chosen again) can be saved
     expect(page.locator("#save")).to_be_enabled()
 
@@ -351,7 +364,7 @@ def test_export_links_download_every_entry(server: JournalServer, page) -> None:
     assert sorted(e["id"] for e in exported["entries"]) == sorted(e["id"] for e in stored)
     with page.expect_download() as download:
         page.click("#export-csv")
-    rows = Path(download.value.path()).read_text().strip().splitlines()
+    rows = Path(download.value.path()).read_text(encoding="utf-8-sig").strip().splitlines()
     assert rows[0].startswith("id,") and len(rows) == 1 + len(stored)
 
 
@@ -437,3 +450,57 @@ def test_a_long_hevc_entry_on_a_phone(server: JournalServer, page, tmp_path: Pat
     assert 4 <= seconds.count() <= 8, seconds.all_inner_texts()
     expect(item.locator(".clip-note")).to_have_text("This browser cannot play this clip; it is kept as it was sent.")
     server.json("DELETE", f"api/entries/{entry['id']}")
+
+
+def test_an_upload_turns_the_camera_off_and_note_drafts_survive(server: JournalServer, page, tmp_path: Path) -> None:
+    """At 375 px: the camera stayed on after a file was chosen; a long unbroken note widened the page; a note
+    typed in History and not saved was lost when a new entry redrew the list; the "This clip" card kept an
+    edited note's old text; the day numbers of the calendar were white on yellow (2.1:1)."""
+    clips = [h264(make_face_clip(_head(), tmp_path / f"c{i}.mp4", seconds=3.2, size=SMALL, seed=40 + i).path)
+             for i in range(2)]
+    page.set_viewport_size({"width": 375, "height": 800})
+    open_journal(page, server)
+    page.click("#camera")
+    expect(page.locator("#camera")).to_have_text("Turn off camera")
+    page.set_input_files("#upload", str(clips[0]))
+    expect(page.locator("#camera")).to_have_text("Turn on camera")
+    assert page.eval_on_selector("#preview", "v => v.srcObject === null")
+
+    page.fill("#note", "https://example.org/" + "a" * 300)
+    page.click("#save")
+    expect(page.locator("#result-label")).to_have_text(HAPPY, timeout=60_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    first = entries(server)[0]
+    item = page.locator(f"[data-testid=entry][data-id='{first['id']}']")
+    item.get_by_test_id("entry-open").click()
+    item.get_by_test_id("note-edit").fill("typed, not saved yet")
+
+    page.set_input_files("#upload", str(clips[1]))
+    page.click("#save")
+    expect(page.locator("#result-label")).to_have_text(HAPPY, timeout=60_000)
+    second = entries(server)[0]
+    assert second["id"] != first["id"]
+    expect(item.get_by_test_id("note-edit")).to_have_value("typed, not saved yet")
+    expect(item.get_by_test_id("note-status")).to_have_text("Not saved yet.")
+
+    latest = page.locator(f"[data-testid=entry][data-id='{second['id']}']")
+    latest.get_by_test_id("entry-open").click()
+    latest.get_by_test_id("note-edit").fill("tea with Ana")
+    latest.get_by_test_id("note-save").click()
+    expect(latest.get_by_test_id("note-status")).to_have_text("Note saved.")
+    expect(page.locator("#result-when")).to_contain_text("tea with Ana")
+
+    day = page.locator(f"#calendar [data-testid=calendar-day][data-day='{second['day']}']")
+    assert day.get_attribute("role") is None  # a button, heard as one (it was a "gridcell")
+    colours = day.evaluate("b => [getComputedStyle(b).color, getComputedStyle(b).backgroundColor]")
+    assert contrast(*colours) >= 4.0, colours  # white on a happy day's yellow was 2.1:1
+    day.click()
+    expect(page.locator(f"#day-{second['day']} .day-title")).to_be_focused()
+
+    # leaving with that draft unsaved asks first
+    with page.expect_event("dialog", timeout=10_000) as asked:
+        page.close(run_before_unload=True)
+    assert asked.value.type == "beforeunload"
+    asked.value.dismiss()  # stay
+    for entry in (first, second):
+        server.json("DELETE", f"api/entries/{entry['id']}")

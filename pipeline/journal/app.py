@@ -74,6 +74,11 @@ def _note(value: Any) -> str:
         raise ApiError(400, "the note must be text")
     if len(value) > MAX_NOTE:
         raise ApiError(400, f"the note is {len(value)} characters long; at most {MAX_NOTE} are kept")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): SQLite cannot store it
+        raise ApiError(400, "the note holds a character that is not text (half of a UTF-16 pair): send it as "
+                            "UTF-8 text") from None
     return value
 
 
@@ -92,8 +97,10 @@ def _csv_cell(value: Any) -> Any:
 
 
 def export_csv(entries: list[dict[str, Any]], classes: tuple[str, ...]) -> str:
+    """With a UTF-8 byte order mark: without one, Excel reads the notes' accents and emoji as another code page."""
     names = list(classes) + sorted({c for e in entries for c in e["probabilities"]} - set(classes))
     out = io.StringIO()
+    out.write("\ufeff")
     writer = csv.writer(out)
     writer.writerow(["id", "created_at", "day", "label", "confidence", "face_ratio", "seconds", "note", "model",
                      *(f"p_{c}" for c in names)])
@@ -151,8 +158,8 @@ def create_app(settings: JournalSettings, store: EntryStore, classifier: ClipCla
             if not head:
                 raise ApiError(400, "the clip is empty (0 bytes): record again or pick another file")
             if (kind := still_image(head)) is not None:
-                raise ApiError(415, f"this is a photo ({kind}), not a video: the journal keeps a 3-5 s clip of your "
-                                    "face; record one, or pick a video file")
+                raise ApiError(415, f"this is a photo ({kind}), not a video: the journal keeps a short clip of "
+                                    "your face (the page records 4 s); record one, or pick a video file")
             path = store.new_upload().with_suffix(sniff_suffix(head))
             try:
                 with open(path, "wb") as out:
@@ -264,7 +271,8 @@ def create_app(settings: JournalSettings, store: EntryStore, classifier: ClipCla
     def health() -> dict[str, Any]:
         return {"model": model.source.name, "kind": model.kind, "backend": model.backend,
                 "classes": list(model.classes), "version": version, "entries": store.count(),
-                "workers": classifier.workers, "queue": classifier.capacity - classifier.workers}
+                "workers": classifier.workers, "queue": classifier.capacity - classifier.workers,
+                "max_note": MAX_NOTE}
 
     @api.get("/")
     def page() -> FileResponse:

@@ -36,6 +36,8 @@ const state = {
   stream: null,
   recording: false,
   saving: false,
+  drafts: new Map(), // entry id -> a note edited in History and not saved yet (kept when the list is redrawn)
+  maxNote: 2000, // characters; the server's limit replaces it at start (/api/health)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -82,6 +84,17 @@ function setClasses(classes) {
   state.classes.forEach((name, i) => {
     state.colours.set(name, NAMED_COLOURS[String(name).toLowerCase()] || FALLBACK[i % FALLBACK.length]);
   });
+}
+
+// White or ink, whichever reads better on a class colour (WCAG contrast): white on yellow was 2.1:1.
+function inkOn(hex) {
+  const channel = (i) => {
+    const c = parseInt(hex.slice(1 + 2 * i, 3 + 2 * i), 16) / 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  };
+  const lum = 0.2126 * channel(0) + 0.7152 * channel(1) + 0.0722 * channel(2);
+  const INK = 0.0237; // --ink, #2d2a26
+  return (1.05 / (lum + 0.05)) >= ((lum + 0.05) / (INK + 0.05)) ? '#ffffff' : '#2d2a26';
 }
 
 function colourOf(name) {
@@ -192,6 +205,17 @@ function showError(message) {
 function clearError() {
   $('error-message').textContent = '';
   show($('error'), false);
+}
+
+// Where keyboard focus goes when the control that had it is disabled or gone: the next thing to do.
+function focusNextStep() {
+  const next = ['save', 'record', 'retake', 'camera'].map($).find((b) => b && !b.hidden && !b.disabled);
+  next?.focus();
+}
+
+function focusLost() {
+  const active = document.activeElement;
+  return !active || active === document.body || active.disabled || active.hidden;
 }
 
 function setStatus(text) {
@@ -342,6 +366,7 @@ function onUpload(event) {
   event.target.value = ''; // the same file can be chosen again
   if (!file) return;
   clearError();
+  stopCamera(); // the clip is the file now: the camera (and its light) goes off, as after a recording
   setPending(file, file.name || 'clip', 'uploaded');
   setStatus(`${file.name}: save it to classify it.`);
 }
@@ -415,6 +440,8 @@ async function onSave() {
   } finally {
     state.saving = false;
     updateControls();
+    // Save (which had focus) may be disabled now: keyboard users land on the message, not the page top.
+    if (!$('error').hidden && focusLost()) $('error').focus();
   }
   clearPending();
   $('note').value = '';
@@ -600,6 +627,10 @@ function hideResult() {
   delete $('result').dataset.entryId;
 }
 
+function resultWhen(entry) {
+  return `Saved ${fmtFull.format(entryDate(entry))}${entry.note ? ` · “${entry.note}”` : ''}`;
+}
+
 function showResult(entry) {
   const body = $('result-body');
   body.replaceChildren();
@@ -607,7 +638,7 @@ function showResult(entry) {
   view.id = 'result-view';
   const label = view.querySelector('[data-testid="label"]');
   label.id = 'result-label';
-  const when = el('p', { class: 'muted small', text: `Saved ${fmtFull.format(entryDate(entry))}${entry.note ? ` · “${entry.note}”` : ''}` });
+  const when = el('p', { id: 'result-when', class: 'muted small note-text', text: resultWhen(entry) });
   body.append(view, when);
   show($('result'));
   $('result').dataset.entryId = entry.id;
@@ -644,7 +675,7 @@ function renderHistory() {
       currentDay = key;
       list = el('ol', { class: 'entries' });
       box.append(el('section', { class: 'day', id: `day-${key}`, dataset: { day: key } },
-        el('h3', { class: 'day-title', text: dayHeading(date) }), list));
+        el('h3', { class: 'day-title', tabindex: '-1', text: dayHeading(date) }), list));
     }
     list.append(historyItem(entry));
   }
@@ -702,11 +733,18 @@ async function toggleEntry(entry, item, head, detail, forceOpen = false) {
 }
 
 function entryActions(entry, item) {
-  const noteBox = el('textarea', { rows: 2, maxlength: 2000, 'data-testid': 'note-edit', 'aria-label': 'Note' });
-  noteBox.value = entry.note || '';
+  const id = String(entry.id);
+  const noteBox = el('textarea', { rows: 2, maxlength: state.maxNote, 'data-testid': 'note-edit', 'aria-label': 'Note' });
+  noteBox.value = state.drafts.get(id) ?? (entry.note || '');
   const noteStatus = el('span', { class: 'muted small', 'aria-live': 'polite', 'data-testid': 'note-status' });
+  if (state.drafts.has(id)) noteStatus.textContent = 'Not saved yet.';
   const saveNote = el('button', { type: 'button', 'data-testid': 'note-save', text: 'Save note' });
-  noteBox.addEventListener('input', () => { noteStatus.textContent = ''; }); // "Note saved." was about the old text
+  noteBox.addEventListener('input', () => {
+    noteStatus.textContent = ''; // "Note saved." was about the old text
+    // kept while the history is redrawn (a new entry, a deletion), which rebuilds this box
+    if (noteBox.value === (entry.note || '')) state.drafts.delete(id);
+    else state.drafts.set(id, noteBox.value);
+  });
   saveNote.addEventListener('click', async () => {
     clearError();
     saveNote.disabled = true;
@@ -720,7 +758,9 @@ function entryActions(entry, item) {
       Object.assign(entry, updated);
       const cached = state.entries.find((e) => String(e.id) === String(entry.id));
       if (cached) Object.assign(cached, updated);
+      if (noteBox.value === (updated.note || '')) state.drafts.delete(id);
       item.querySelector('[data-testid="entry-note"]').textContent = updated.note || '';
+      if ($('result').dataset.entryId === id) $('result-when').textContent = resultWhen(updated);
       noteStatus.textContent = 'Note saved.';
     } catch (error) {
       noteStatus.textContent = '';
@@ -756,8 +796,9 @@ function entryActions(entry, item) {
     confirmButton.disabled = true;
     try {
       await api(entryUrl(entry.id), { method: 'DELETE' });
-      state.open.delete(String(entry.id));
-      state.entries = state.entries.filter((e) => String(e.id) !== String(entry.id));
+      state.open.delete(id);
+      state.drafts.delete(id);
+      state.entries = state.entries.filter((e) => String(e.id) !== id);
       if ($('result').dataset.entryId === String(entry.id)) hideResult();
       renderAll();
       // said, and focused, where the deleting happened (the button that had focus is gone)
@@ -806,15 +847,17 @@ function renderCalendar() {
     if (!byDay.has(key)) byDay.set(key, []);
     byDay.get(key).push(entry);
   }
-  const headRow = el('div', { class: 'cal-row cal-head', role: 'row' });
+  // Seen as a grid; heard as the days that have entries, each a button that names its date and mood (the
+  // weekday heads and empty days say nothing a day's own label does not).
+  const headRow = el('div', { class: 'cal-row cal-head', 'aria-hidden': 'true' });
   for (let i = 0; i < 7; i += 1) {
-    headRow.append(el('span', { class: 'cal-weekday', role: 'columnheader', text: fmtWeekday.format(addDays(first, i)) }));
+    headRow.append(el('span', { class: 'cal-weekday', text: fmtWeekday.format(addDays(first, i)) }));
   }
   cal.append(headRow);
   let row = null;
   for (let i = 0; i < 35; i += 1) {
     if (i % 7 === 0) {
-      row = el('div', { class: 'cal-row', role: 'row' });
+      row = el('div', { class: 'cal-row' });
       cal.append(row);
     }
     const day = addDays(first, i);
@@ -831,13 +874,19 @@ function renderCalendar() {
       classes.push('has');
       const summary = [...counts].sort((a, b) => b[1] - a[1]).map(([l, n]) => `${l} ×${n}`).join(', ');
       cell = el('button', {
-        type: 'button', class: classes.join(' '), role: 'gridcell', colour: colourOf(label),
+        type: 'button', class: classes.join(' '), colour: colourOf(label),
         dataset: { day: key, label }, 'data-testid': 'calendar-day',
         title: `${fmtDay.format(day)}: ${summary}`, 'aria-label': `${fmtDay.format(day)}: mostly ${label} (${summary})`,
       }, number, entries.length > 1 ? el('span', { class: 'cal-count', text: String(entries.length) }) : null);
-      cell.addEventListener('click', () => $(`day-${key}`)?.scrollIntoView({ behavior: 'smooth', block: 'start' }));
+      cell.style.setProperty('--on', inkOn(colourOf(label)));
+      cell.addEventListener('click', () => {
+        const heading = $(`day-${key}`)?.querySelector('.day-title');
+        if (!heading) return;
+        heading.scrollIntoView({ behavior: 'smooth', block: 'start' });
+        heading.focus({ preventScroll: true }); // the next Tab goes into that day's entries, not the next day
+      });
     } else {
-      cell = el('span', { class: classes.join(' '), role: 'gridcell', dataset: { day: key }, title: fmtDay.format(day) }, number);
+      cell = el('span', { class: classes.join(' '), 'aria-hidden': 'true', dataset: { day: key }, title: fmtDay.format(day) }, number);
     }
     row.append(cell);
   }
@@ -879,7 +928,14 @@ function renderLegend() {
 // ---------------------------------------------------------------- start
 
 async function init() {
-  $('error-close').addEventListener('click', clearError);
+  $('error-close').addEventListener('click', () => {
+    clearError();
+    focusNextStep(); // the button that had focus is hidden with the message
+  });
+  // Leaving while a clip is being saved, or with a note edited and not saved, asks first.
+  window.addEventListener('beforeunload', (event) => {
+    if (state.saving || state.drafts.size) event.preventDefault();
+  });
   $('record').addEventListener('click', onRecord);
   $('retake').addEventListener('click', onRecord);
   $('save').addEventListener('click', onSave);
@@ -897,7 +953,9 @@ async function init() {
     }
   });
   $('playback').addEventListener('error', () => {
-    if (state.pending?.source === 'uploaded') setStatus(`${state.pending.filename}: this browser cannot preview it; it can still be sent.`);
+    if (state.pending?.source === 'uploaded') {
+      setStatus(`${state.pending.filename}: this browser cannot show it. If it is a video, save it: the journal says whether it can read it.`);
+    }
   });
   // A token given in the address is kept by the server as a cookie; do not leave it in the address bar.
   const url = new URL(window.location.href);
@@ -910,6 +968,10 @@ async function init() {
   try {
     const health = await api('/api/health');
     setClasses(health.classes || []);
+    if (Number.isFinite(health.max_note)) {
+      state.maxNote = health.max_note;
+      $('note').maxLength = health.max_note;
+    }
     $('model-info').textContent = `Model ${health.model || '?'}${health.version ? ` · version ${health.version}` : ''}`;
   } catch (error) {
     $('model-info').textContent = 'The model is not available.';
