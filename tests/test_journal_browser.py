@@ -504,3 +504,58 @@ def test_an_upload_turns_the_camera_off_and_note_drafts_survive(server: JournalS
     asked.value.dismiss()  # stay
     for entry in (first, second):
         server.json("DELETE", f"api/entries/{entry['id']}")
+
+
+def test_months_back_in_the_calendar_and_history_pages(browser, tmp_path: Path) -> None:
+    """60 entries over four months: the calendar only ever showed the last five weeks, and History listed every
+    entry at once (66 made a 6,000 px page on a phone)."""
+    from datetime import datetime, timedelta
+
+    from pipeline.journal.store import EntryStore
+
+    journal = JournalServer(tmp_path / "data").start()
+    try:
+        clip = h264(make_face_clip(_head(), tmp_path / "day.mp4", seconds=3.2, size=SMALL, seed=50).path)
+        status, result = journal.upload("api/predict", clip.read_bytes())
+        assert status == 200, result
+        model = journal.json("GET", "api/health")[1]["model"]
+        store = EntryStore(journal.data_dir)
+        now = datetime.now().astimezone()
+        try:
+            for i in range(60):
+                upload = store.new_upload().with_suffix(".mp4")
+                shutil.copyfile(clip, upload)
+                store.add(upload, result, f"day {i}", model, created_at=now - timedelta(days=2 * i))
+        finally:
+            store.close()
+        oldest = entries(journal)[-1]
+
+        context = browser.new_context(viewport={"width": 375, "height": 800}, locale="en-GB")
+        page = context.new_page()
+        try:
+            open_journal(page, journal)
+            expect(page.locator("[data-testid=entry]")).to_have_count(50)
+            expect(page.locator("#history-more")).to_have_text("Show older entries (10 more)")
+            expect(page.locator("#cal-later")).to_be_disabled()
+            day = page.locator(f"#calendar [data-testid=calendar-day][data-day='{oldest['day']}']")
+            while not day.count():
+                assert page.locator("#cal-earlier").is_enabled(), "the oldest entry's day was never shown"
+                page.click("#cal-earlier")
+            expect(page.locator("#mood-title")).to_have_text(re.compile(r"^Mood, \d+ \w+ – \d+ \w+$"))
+            expect(page.locator("#cal-earlier")).to_be_disabled()  # nothing before the first entry
+            day.click()  # an entry History does not list yet: it lists down to it
+            expect(page.locator(f"#day-{oldest['day']} .day-title")).to_be_focused()
+            expect(page.locator("[data-testid=entry]")).to_have_count(60)
+            expect(page.locator("#history-more")).to_be_hidden()
+            while page.locator("#cal-later").is_enabled():
+                page.click("#cal-later")
+            expect(page.locator("#mood-title")).to_have_text("Mood over the last five weeks")
+            page.reload()
+            expect(page.locator("body")).to_have_attribute("data-ready", "true")
+            page.click("#history-more")
+            expect(page.locator("[data-testid=entry]")).to_have_count(60)
+            expect(page.locator("[data-testid=entry-open]").nth(50)).to_be_focused()  # the first one added
+        finally:
+            context.close()
+    finally:
+        journal.stop()

@@ -38,7 +38,10 @@ const state = {
   saving: false,
   drafts: new Map(), // entry id -> a note edited in History and not saved yet (kept when the list is redrawn)
   maxNote: 2000, // characters; the server's limit replaces it at start (/api/health)
+  weeksBack: 0, // the calendar shows five weeks ending this many weeks before the current one
+  historyShown: 0, // how many of the newest entries History lists (set at start; "Show older" adds more)
 };
+const HISTORY_PAGE = 50; // entries History adds at a time: a year of daily entries is one long page otherwise
 
 const $ = (id) => document.getElementById(id);
 
@@ -666,9 +669,15 @@ function renderHistory() {
   const n = state.entries.length;
   $('history-count').textContent = n ? `· ${n} ${n === 1 ? 'entry' : 'entries'}` : '';
   show($('history-empty'), n === 0);
+  state.historyShown = Math.max(state.historyShown, HISTORY_PAGE);
+  const shown = state.entries.slice(0, state.historyShown);
+  const more = $('history-more');
+  const left = n - shown.length;
+  more.textContent = `Show older entries (${left} more)`;
+  show(more, left > 0);
   let currentDay = null;
   let list = null;
-  for (const entry of state.entries) {
+  for (const entry of shown) {
     const date = entryDate(entry);
     const key = dayKey(date);
     if (key !== currentDay) {
@@ -838,9 +847,14 @@ function renderCalendar() {
   cal.replaceChildren();
   const today = startOfDay(new Date());
   const weekday = (today.getDay() + 6) % 7; // Monday first
-  const last = addDays(today, 6 - weekday);
+  const last = addDays(today, 6 - weekday - 7 * state.weeksBack);
   const first = addDays(last, -34); // five whole weeks
-  $('calendar-range').textContent = `${fmtShort.format(first)} – ${fmtShort.format(last)}`;
+  const range = `${fmtShort.format(first)} – ${fmtShort.format(last)}`;
+  $('calendar-range').textContent = range;
+  $('mood-title').textContent = state.weeksBack ? `Mood, ${range}` : 'Mood over the last five weeks';
+  $('cal-later').disabled = state.weeksBack === 0;
+  const oldest = state.entries.length ? startOfDay(entryDate(state.entries[state.entries.length - 1])) : today;
+  $('cal-earlier').disabled = first <= oldest;
   const byDay = new Map();
   for (const entry of state.entries) {
     const key = dayKey(entryDate(entry));
@@ -880,6 +894,10 @@ function renderCalendar() {
       }, number, entries.length > 1 ? el('span', { class: 'cal-count', text: String(entries.length) }) : null);
       cell.style.setProperty('--on', inkOn(colourOf(label)));
       cell.addEventListener('click', () => {
+        if (!$(`day-${key}`)) { // an older day than History lists: list down to it
+          state.historyShown = state.entries.findLastIndex((e) => dayKey(entryDate(e)) === key) + 1;
+          renderHistory();
+        }
         const heading = $(`day-${key}`)?.querySelector('.day-title');
         if (!heading) return;
         heading.scrollIntoView({ behavior: 'smooth', block: 'start' });
@@ -928,6 +946,22 @@ function renderLegend() {
 // ---------------------------------------------------------------- start
 
 async function init() {
+  $('cal-earlier').addEventListener('click', () => {
+    state.weeksBack += 5;
+    renderCalendar();
+    if ($('cal-earlier').disabled) $('cal-later').focus(); // back at the first entry's weeks
+  });
+  $('cal-later').addEventListener('click', () => {
+    state.weeksBack = Math.max(0, state.weeksBack - 5);
+    renderCalendar();
+    if (state.weeksBack === 0) $('cal-earlier').focus(); // "Later" is disabled now
+  });
+  $('history-more').addEventListener('click', () => {
+    const next = state.historyShown; // the first entry not listed yet gets the focus
+    state.historyShown += HISTORY_PAGE;
+    renderHistory();
+    $('history').querySelectorAll('[data-testid=entry-open]')[next]?.focus();
+  });
   $('error-close').addEventListener('click', () => {
     clearError();
     focusNextStep(); // the button that had focus is hidden with the message
