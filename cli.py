@@ -48,10 +48,11 @@ def add_make_clips(sub: Subcommands) -> None:
         sub, "make-clips", func=cmd_make_clips,
         help="make labelled face clips from photos (demo and test data, and clips to try prepare and train on)",
         description=(
-            "Write clips of a real face photo moving across a larger frame (pan, zoom, tilt, "
-            "lighting drift). With --photos DIR (<label>/*.jpg) one clip per photo, named "
-            "<Label>_<id>.mp4; without it, clips of scikit-image's public-domain astronaut photo. "
-            "Adds a faceless clip, a too-short clip and a corrupt file with --with-bad-files."
+            "Write H.264 clips (they play in a browser and in the journal) of a real face photo moving across a "
+            "larger frame (pan, zoom, tilt, lighting drift). With --photos DIR (<label>/*.jpg) one clip per "
+            "photo, named <Label>_<id>.mp4; without it, clips of scikit-image's public-domain astronaut photo. "
+            "--with-bad-files adds a faceless clip, a too-short clip and a corrupt file, named <Label>_0901-0903.mp4 "
+            "as such files turn up in a labelled dataset, to see how prepare reports them."
         ),
     )
     p.add_argument("--out", type=Path, default=Path("data/demo/clips"), help="folder to write the clips to")
@@ -71,13 +72,15 @@ def cmd_make_clips(args: argparse.Namespace) -> int:
     wrong = [f"{flag} must be > 0 (got {value:g})" for flag, value in (
         ("--per-label", args.per_label), ("--seconds", args.seconds), ("--fps", args.fps), ("--width", args.width),
         ("--height", args.height)) if not value > 0]
+    wrong += [f"{flag} must be even for H.264 (got {value})" for flag, value in (
+        ("--width", args.width), ("--height", args.height)) if value > 0 and value % 2]
     if wrong:  # --per-label 0 wrote nothing and said "wrote 0 files"; --seconds -1 wrote one frame
         return _fail("; ".join(wrong), 2)
     try:
         args.out.mkdir(parents=True, exist_ok=True)  # an --out that cannot be written: said before any work
         paths = make_clip_set(args.out, photos=args.photos, per_label=args.per_label, seconds=args.seconds,
                               fps=args.fps, size=(args.width, args.height), with_bad_files=args.with_bad_files,
-                              progress=True)
+                              progress=True, h264=True)
     except (FileNotFoundError, ValueError) as exc:
         return _fail(str(exc), 2)
     except OSError as exc:

@@ -55,6 +55,7 @@ def test_a_help_example_too_long_for_the_terminal_goes_on_further_in() -> None:
     (["prepare", "--source", ".", "--interval", "0"], 2, "--interval must be"),
     (["prepare", "--source", ".", "--val-fraction", "0.7", "--test-fraction", "0.5"], 2, "leave something"),
     (["make-clips", "--photos", "/nonexistent/photos"], 2, "does not exist"),
+    (["make-clips", "--width", "641"], 2, "--width must be even for H.264 (got 641)"),
     (["make-clips", "--per-label", "0", "--seconds", "-1"], 2,  # "wrote 0 files", exit 0
      "--per-label must be > 0 (got 0); --seconds must be > 0 (got -1)"),
 ])
@@ -214,6 +215,10 @@ def test_make_clips_writes_a_preparable_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [
         "Happy_0001.mp4", "Happy_0002.mp4", "Happy_0901.mp4", "Happy_0902.mp4", "Happy_0903.mp4"]
     assert "make-clips: 100%" in result.stderr and "2/2" in result.stderr  # a long run said nothing until the end
+    import av
+
+    with av.open(str(tmp_path / "clips" / "Happy_0001.mp4")) as clip:  # it was mp4v, which no browser plays
+        assert clip.streams.video[0].codec_context.name == "h264"
 
 
 def test_ctrl_c_during_training_then_resume_finishes_the_run(tmp_path: Path) -> None:
