@@ -313,6 +313,32 @@ def test_more_epochs_continue_force_restarts_and_other_settings_are_refused(tiny
     assert _history(cell) == resumed  # a straight 2-epoch run computes what 1 epoch + 1 resumed epoch did
 
 
+def test_an_interrupted_cell_says_to_run_the_grid_again_and_that_continues_it(tiny, places, capsys, caplog) -> None:
+    # The cell's record and the grid said "continue with the same command and --resume", which grid has not.
+    from pipeline.train.loop import log as train_log
+
+    class StopAfterEpoch1(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "epoch   1/" in record.getMessage():
+                raise KeyboardInterrupt  # as Ctrl-C would, right after epoch 1 was saved
+
+    one = ("--epochs", "2", "--intervals", "5", "--backbones", "resnet18")
+    stop = StopAfterEpoch1()
+    caplog.set_level(logging.INFO, logger="pipeline.train")  # the epoch lines are INFO records
+    train_log.addHandler(stop)
+    try:
+        code, _ = run_tiny(places, "tiny_cut", *one)
+    finally:
+        train_log.removeHandler(stop)
+    err = capsys.readouterr().err
+    record = read_cell_record(places["grids"] / "tiny_cut" / "runs" / "i5_resnet18")
+    assert code == 130 and "run the same command again to continue" in err and "--resume" not in err
+    assert record["status"] == "interrupted" and "holds epoch 1" in record["error"]
+    assert "--resume" not in record["error"]
+    code, _ = run_tiny(places, "tiny_cut", *one)
+    assert code == 0 and len(_history(places["grids"] / "tiny_cut" / "runs" / "i5_resnet18")) == 2
+
+
 def test_other_stacks_are_refused_not_reported_as_these(tiny, places, capsys) -> None:
     code, _ = run_tiny(places, "tiny", "--size", "48")  # prepare would rebuild interval_<k> at 48 px
     assert code == 2

@@ -413,6 +413,27 @@ def test_int8_export_of_a_stack_model_is_refused_before_any_work(stack_run: Path
     assert not out.exists()
 
 
+def test_export_never_replaces_a_runs_checkpoint_and_checks_the_suffixes(frame_run: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    # `export --compact runs/x/best.pt runs/x` wrote the compact file over the run's own best.pt, and
+    # `--onnx m.pt` wrote an ONNX file that predict then read as a damaged checkpoint.
+    import cli
+
+    stamps = {p: p.stat().st_mtime_ns for p in frame_run.glob("*.pt")}
+    refused = {("--compact", frame_run / "best.pt"): "is the checkpoint being exported",
+               ("--compact", frame_run / "last.pt"): "would replace a run's own checkpoint",
+               ("--onnx", tmp_path / "m.pt"): "--onnx writes a .onnx file",
+               ("--compact", tmp_path / "m.onnx"): "--compact writes a .pt file"}
+    for (flag, out), message in refused.items():
+        assert cli.main(["export", str(frame_run), flag, str(out)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+    onnx_path = tmp_path / "ok.onnx"  # a good --onnx is not written when --compact is refused
+    assert cli.main(["export", str(frame_run), "--onnx", str(onnx_path), "--compact", str(tmp_path / "c.onnx")]) == 1
+    assert not onnx_path.exists() and not (tmp_path / "m.pt").exists() and not (tmp_path / "m.onnx").exists()
+    assert {p: p.stat().st_mtime_ns for p in frame_run.glob("*.pt")} == stamps
+
+
 def test_live_on_a_faceless_stream_says_no_window_had_a_face(frame_run: Path, tmp_path: Path) -> None:
     empty_room = make_faceless_clip(tmp_path / "room.mp4", seconds=5.0, size=SMALL)
     done = subprocess.run([sys.executable, "cli.py", "live", "--source", str(empty_room), "--no-window",

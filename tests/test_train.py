@@ -333,6 +333,10 @@ def test_train_settings_are_checked(stacks: Path, tmp_path: Path) -> None:
         config(stacks, tmp_path, "x", batch_size=1)
     with pytest.raises(ValueError, match="--weight-decay must be between"):
         config(stacks, tmp_path, "x", weight_decay=-1.0)
+    # --name "" put the run into runs/ itself, and --overwrite then deleted every run there.
+    for bad in ("", ".", "..", "a/b"):
+        with pytest.raises(ValueError, match="--name must be a plain folder name"):
+            config(stacks, tmp_path, bad, overwrite=True)
 
 
 def test_precision_choice() -> None:

@@ -37,7 +37,7 @@ from typing import Any
 from pipeline.config_files import ConfigFileError, read_table
 from pipeline.options import Option, OptionError, build, build_part, input_option, option_table
 from pipeline.prepare.settings import PrepareConfig
-from pipeline.train.settings import TrainConfig
+from pipeline.train.settings import TrainConfig, is_plain_name
 from stacks.settings import StackSettings
 
 log = logging.getLogger(__name__)
@@ -264,8 +264,8 @@ def spec_from_sources(file_data: dict | None, flags: dict[str, Any], file_name: 
         raise GridError(f"--latency-clips must be >= 0 (got {spec.latency_clips})")
     if spec.address and spec.backend != "ray":
         raise GridError("--address is for --backend ray")
-    if not spec.name or any(c in spec.name for c in "/\\") or spec.name in (".", ".."):
-        raise GridError(f"--name must be a plain folder name (got {spec.name!r})")
+    if not is_plain_name(spec.name):
+        raise GridError(f"--name must be a plain folder name, without / (got {spec.name!r})")
     return spec
 
 
@@ -583,7 +583,7 @@ def run_cell(task: CellTask) -> CellOutcome:
                       best_epoch=result.state.best_epoch, parameters=_count_parameters(run_dir),
                       threads=config.threads, device=str(config.device))
     except TrainInterrupted as exc:
-        record.update(status="interrupted", error=str(exc))
+        record.update(status="interrupted", error=exc.kept)  # the grid continues it by running again, no --resume
     except Exception as exc:  # a cell that fails must not stop the grid
         error = str(exc) if isinstance(exc, (TrainError, GridError)) else f"{type(exc).__name__}: {exc}"
         record.update(status="failed", error=error.strip().splitlines()[0] if error.strip() else type(exc).__name__,

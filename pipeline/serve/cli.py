@@ -249,13 +249,14 @@ def _class_offset(text: str) -> tuple[str, float]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pipeline.serve.export import ExportError, export_compact, export_onnx
+    from pipeline.serve.export import ExportError, check_outputs, export_compact, export_onnx
 
     if not args.onnx and not args.compact:
         return fail("nothing to write: pass --onnx FILE and/or --compact FILE", 2)
     if (args.int8 or args.serve_interval) and not args.onnx:
         return fail("--int8 and --serve-interval are for the ONNX export: pass --onnx FILE with them", 2)
     try:
+        check_outputs(args.run, {"--onnx": args.onnx, "--compact": args.compact})
         offsets = dict(args.logit_offset)
         if args.onnx:
             export_onnx(args.run, args.onnx, args.mirror, args.int8, args.serve_interval, offsets)

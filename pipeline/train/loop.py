@@ -55,7 +55,13 @@ HISTORY_COLUMNS = ["epoch", "time_seconds", "train_acc", "train_loss", "val_acc"
 
 
 class TrainInterrupted(Exception):
-    """Ctrl-C: last.pt holds the last finished epoch; --resume continues from it."""
+    """Ctrl-C: last.pt holds the last finished epoch; --resume continues from it.
+
+    ``kept`` says what was kept without the advice, for callers that continue another way (the grid)."""
+
+    def __init__(self, kept: str, advice: str = "") -> None:  # one argument: unpickled, the message whole
+        super().__init__(f"{kept}: {advice}" if advice else kept)
+        self.kept = kept
 
 
 @dataclass
@@ -320,12 +326,12 @@ class Trainer:
                 self._run_epoch(state.epoch + 1)
             except KeyboardInterrupt:
                 if not (self.run_dir / "last.pt").is_file():
-                    raise TrainInterrupted("interrupted in epoch 1, before any epoch finished: nothing to "
-                                           "resume, run the command again") from None
+                    raise TrainInterrupted("interrupted in epoch 1, before any epoch finished",
+                                           "nothing to resume, run the command again") from None
                 saved = load_checkpoint(self.run_dir / "last.pt")["epoch"]
                 raise TrainInterrupted(
-                    f"interrupted in epoch {saved + 1}; {self.run_dir / 'last.pt'} holds epoch {saved}: "
-                    f"continue with the same command and --resume") from None
+                    f"interrupted in epoch {saved + 1}; {self.run_dir / 'last.pt'} holds epoch {saved}",
+                    "continue with the same command and --resume") from None
         log.info(f"best {config.monitor} {state.best:.4f} at epoch {state.best_epoch}"
                  + (f" (stopped early after {config.patience} epochs without improvement)" if state.stopped_early
                     else ""))

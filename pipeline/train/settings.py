@@ -52,6 +52,12 @@ Monitor = Literal["accuracy", "uar", "macro_f1", "loss"]
 Targets = Literal["majority", "soft"]
 
 
+def is_plain_name(name: str) -> bool:
+    """A run or grid name is one folder under its parent: "" or ".." would make --overwrite clear the parent
+    itself, and "a/b" would hide a run where `grid` and the results never look."""
+    return bool(name) and not any(c in name for c in "/\\") and name not in (".", "..")
+
+
 def _run_name(values: dict) -> str:
     return f"{values['backbone']}_{Path(values['data']).name}"
 
@@ -155,6 +161,8 @@ class TrainConfig:
             problems.append("choose one of --pretrained, --weights and --init")
         if self.resume and self.overwrite:
             problems.append("--resume and --overwrite contradict each other")
+        if not is_plain_name(self.name):
+            problems.append(f"--name must be a plain folder name, without / (got {self.name!r})")
         if problems:
             raise ValueError("; ".join(problems))
 
