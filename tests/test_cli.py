@@ -221,6 +221,23 @@ def test_make_clips_writes_a_preparable_folder(tmp_path: Path) -> None:
         assert clip.streams.video[0].codec_context.name == "h264"
 
 
+def test_ctrl_c_in_make_clips_leaves_no_half_written_clip(tmp_path: Path) -> None:
+    # The clip being written stayed under its final name, truncated; prepare then counted it as a bad file.
+    out = tmp_path / "clips"
+    proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "make-clips", "--out", str(out), "--per-label",
+                             "1", "--seconds", "60", "--width", "320", "--height", "240"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    clip, deadline = out / "Happy_0001.mp4", time.monotonic() + 120
+    while not (clip.is_file() and clip.stat().st_size > 0):  # the encoder has written frames
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
+
+
 def test_ctrl_c_during_training_then_resume_finishes_the_run(tmp_path: Path) -> None:
     from models.checkpoint import load_checkpoint
     from tests.fixtures.stacks import make_stack_set
