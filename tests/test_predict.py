@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -270,6 +271,13 @@ def test_bad_input_messages_are_whole_and_say_what_to_do(frame_run: Path, clips:
         # it said only "no test stacks in the stack folder"
         "no test stacks in the stack folder (prepare with --test-fraction > 0, or pass --data":
             ("evaluate", frame_run, "--split", "test"),
+        # options that do not apply to the input were ignored without a word
+        "--timeline and --plot are for one clip; a folder's answers go into one table":
+            ("predict", clips["image"].parent, "--model", frame_run, "--timeline", tmp_path / "t.csv", "--plot",
+             tmp_path / "p.png"),
+        "--out is for a folder of clips":
+            ("predict", clips["short"], "--model", frame_run, "--out", tmp_path / "o.csv"),
+        "--min-seconds must be >= 0 (got -1)": ("predict", clips["short"], "--model", frame_run, "--min-seconds", "-1"),
         # the default output too, found before the folder's clips are classified
         f"--out {blocked / 'predictions.csv'} is a folder: give a file name":
             ("predict", blocked, "--model", frame_run),
@@ -280,6 +288,14 @@ def test_bad_input_messages_are_whole_and_say_what_to_do(frame_run: Path, clips:
         assert code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and expected in err, (argv, err)
         assert "weights_only" not in err and ".partial-" not in err and "Errno" not in err, err
     assert not (tmp_path / "plot.jpg").exists()
+
+
+def test_evaluate_shows_progress_through_the_model_pass(frame_run: Path, run_cli, tmp_path: Path) -> None:
+    # After "load val" the model pass said nothing (a minute on FER+ test).
+    code, out, err = run_cli("evaluate", frame_run, "--out", tmp_path / "ev")
+    assert code == 0 and "evaluate val" in err and "batch" in err and "accuracy" in out
+    code, _, err = run_cli("evaluate", frame_run, "--out", tmp_path / "ev", "--no-progress")
+    assert code == 0 and "evaluate val" not in err
 
 
 def test_a_clip_whose_emotion_changes_says_so(frame_run: Path, clips: dict) -> None:
@@ -358,6 +374,26 @@ def test_a_folder_gives_one_row_per_file(frame_run: Path, clips: dict, tmp_path:
     assert rows["corrupt.mp4"]["error"] and not rows["corrupt.mp4"]["label"]
     assert rows["short.mp4"]["label"] in ("anger", "happy", "sad") and not rows["short.mp4"]["error"]
     assert "2 of 3 files classified" in out
+    assert "short.mp4: " in out and "corrupt.mp4: skipped" in out
+
+
+def test_ctrl_c_in_a_folder_keeps_the_answers_so_far(frame_run: Path, clips: dict, tmp_path: Path) -> None:
+    # The whole table was lost: it was written only after the last file.
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"clip_{i:02d}.mp4").symlink_to(clips["short"])
+    proc = subprocess.Popen([sys.executable, "cli.py", "predict", str(folder), "--model", str(frame_run)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    first = proc.stdout.readline()  # the first answer, printed as it comes
+    assert first.startswith(str(folder / "clip_00.mp4") + ": "), (first, proc.stderr.read() if not first else "")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    done = int(re.search(r"interrupted after (\d+) of 40 files; the table of those is in", err).group(1))
+    rows = list(csv.DictReader(open(folder / "predictions.csv")))
+    assert 1 <= done < 40 and len(rows) == done and all(r["label"] for r in rows)
 
 
 @pytest.mark.parametrize("which", ["stack", "frame"])

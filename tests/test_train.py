@@ -295,6 +295,10 @@ def test_resume_refuses_changed_settings_and_overwrite_keeps_the_old_run_until_c
     runs, name = finished.run_dir.parent, finished.run_dir.name
     with pytest.raises(TrainError, match=r"--resume with different settings \(--lr 0.001 -> 0.01"):
         Trainer(config(stacks, runs, name, resume=True, lr=1e-2))
+    # named by their flags, not as the whole nested settings ("input {'image_size': 32, ...} -> {...}")
+    with pytest.raises(TrainError, match=r"settings \(--no-augment True -> False, --image-size 32 -> 48\)"):
+        Trainer(config(stacks, runs, name, resume=True, input=InputSettings(image_size=48),
+                       augment=AugmentSettings()))
     with pytest.raises(TrainError, match="no manifest.csv"):
         Trainer(config(tmp_path / "typo", runs, name, overwrite=True))
     assert (finished.run_dir / "best.pt").is_file() and (finished.run_dir / "metrics.json").is_file()
@@ -320,6 +324,20 @@ def test_evaluate_a_folder_without_training_split(finished, stacks: Path, tmp_pa
     write_manifest(only_test, [r for r in rows if r.split == "test"])
     metrics = evaluate_run(finished.run_dir, "test", data=only_test, progress=False)
     assert metrics["samples"] == 24
+
+
+def test_evaluate_on_other_label_names_or_the_wrong_kind_of_stacks_says_what_to_do(finished, stacks: Path,
+                                                                                   image_stacks: Path,
+                                                                                   tmp_path: Path) -> None:
+    # "has labels ['angry'] that the model was not trained on" with no way out; a frame model on clip stacks
+    # was told to use "stacks made with the run's interval", which a frame model has not.
+    other = tmp_path / "other"  # the same emotions named as another dataset names them
+    make_stack_set(other, classes=("angry", "happy", "sad"), counts={"test": 2}, channels=4, size=32)
+    with pytest.raises(TrainError, match=r"labels \['angry'\] .* --label-map angry=anger$"):
+        evaluate_run(finished.run_dir, "test", data=other, progress=False)
+    frame = run_train(config(image_stacks, tmp_path, "frame", epochs=1))
+    with pytest.raises(TrainError, match="a frame model is evaluated on face-image stacks"):
+        evaluate_run(frame.run_dir, "test", data=stacks, progress=False)  # 4-channel clip stacks
 
 
 @pytest.mark.parametrize("bad, message", [({"scale": 1.0}, "--scale must be in"), ({"flip": 2.0}, "--flip must be")])

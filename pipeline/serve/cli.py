@@ -55,6 +55,7 @@ def _load(args: argparse.Namespace):
 
 
 def _predict_folder(args: argparse.Namespace, model) -> int:
+    """Each file's answer printed as it comes; Ctrl-C keeps the table of the files done so far."""
     from tqdm import tqdm
 
     from pipeline.serve.outputs import write_folder_csv
@@ -64,24 +65,49 @@ def _predict_folder(args: argparse.Namespace, model) -> int:
     if not files:
         return fail(f"{args.input} holds no clips or images")
     results: list = []
-    for path in tqdm(files, desc="predict", unit="file", disable=args.json):
-        try:
-            results.append(predict_file(path, model, args.stride, args.min_seconds))
-        except PredictError as exc:
-            results.append(str(exc))
+    interrupted = False
+    try:
+        for path in tqdm(files, desc="predict", unit="file", disable=args.json):
+            try:
+                results.append(predict_file(path, model, args.stride, args.min_seconds))
+            except PredictError as exc:
+                results.append(str(exc))
+            if not args.json:
+                result = results[-1]
+                tqdm.write(f"{path}: {result.label} ({result.confidence:.1%})" if not isinstance(result, str)
+                           else f"{path}: skipped, {result.split(': ', 1)[-1]}")
+    except KeyboardInterrupt:
+        interrupted = True
     out = args.out or args.input / FOLDER_CSV
-    write_folder_csv(results, files, model.classes, out)
+    if results:
+        write_folder_csv(results, files[:len(results)], model.classes, out)
     done = [r for r in results if not isinstance(r, str)]
+    if interrupted:
+        kept = f"; the table of those is in {out}" if results else ""
+        return fail(f"interrupted after {len(results)} of {len(files)} files{kept}", 130)
     if args.json:
         print(json.dumps([r.to_dict() if not isinstance(r, str) else {"source": str(f), "error": r}
                           for f, r in zip(files, results)], indent=1))
     else:
-        for path, result in zip(files, results):
-            print(f"{path}: {result.label} ({result.confidence:.1%})" if not isinstance(result, str)
-                  else f"{path}: skipped, {result.split(': ', 1)[-1]}")
         print(f"{len(done)} of {len(files)} files classified; table in {out}")
         print(f"model: {model.describe()}")
     return 0 if done else 1
+
+
+def _check_predict_options(args: argparse.Namespace) -> None:
+    """Options that do not apply to this input were ignored without a word; say so instead."""
+    from pipeline.serve.predict import PredictError
+
+    if args.min_seconds < 0:
+        raise PredictError(f"--min-seconds must be >= 0 (got {args.min_seconds:g})")
+    if args.input.is_dir():
+        single = [flag for flag, value in (("--timeline", args.timeline), ("--plot", args.plot)) if value]
+        if single:
+            raise PredictError(f"{' and '.join(single)} are for one clip; a folder's answers go into one table "
+                               f"(--out, default {args.input / FOLDER_CSV})")
+    elif args.out is not None:
+        raise PredictError("--out is for a folder of clips; for one clip, --json, --timeline, --plot and "
+                           "--annotate write its answer")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -92,6 +118,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     try:
         check_predict_paths(args)
+        _check_predict_options(args)
         if args.annotate:
             check_annotate_path(args.annotate, args.input)
             if args.input.is_dir() or args.input.suffix.lower() in IMAGE_EXTENSIONS:
@@ -138,9 +165,9 @@ def check_predict_paths(args: argparse.Namespace) -> None:
             if not folder.is_dir():
                 raise PredictError(f"{option} {path}: {folder} is a file, not a folder")
             if not os.access(folder, os.W_OK | os.X_OK):
-                given = "" if path == args.out else " (the default beside the clips)"
+                given = " (the default beside the clips)" if option == "--out" and args.out is None else ""
                 raise PredictError(f"{option} {path}{given}: cannot write into {folder} (read-only, or not "
-                                   "yours): pass --out somewhere you can write")
+                                   f"yours): pass {option} somewhere you can write")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise PredictError(f"--plot {args.plot}: the plot is written as PNG; use a .png file name")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,10 @@ def read_run_data(folder: Path, classes: list[str] | None = None) -> RunData:
     if classes is not None:
         unknown = sorted({row.label for row in rows} - set(classes))
         if unknown:
-            raise DataError(f"{folder} has labels {unknown} that the model was not trained on ({classes})")
+            close = {u: m[0] for u in unknown if (m := difflib.get_close_matches(u, classes, n=1, cutoff=0.6))}
+            hint = (f": the same emotions under other names? prepare the clips again with --label-map "
+                    f"{','.join(f'{u}={c}' for u, c in close.items())}" if close else "")
+            raise DataError(f"{folder} has labels {unknown} that the model was not trained on ({classes}){hint}")
         first = rows[0]
     else:
         classes, first = _training_classes(folder, rows, by_split), by_split["train"][0]

@@ -30,9 +30,9 @@ def output_names(split: str) -> dict[str, str]:
 
 
 def write_evaluation(model: nn.Module, dataset: StackDataset, checkpoint: dict, split: str, run_dir: Path,
-                     device: torch.device) -> dict:
+                     device: torch.device, progress: bool = False) -> dict:
     inputs = InputSettings(**checkpoint["input"])
-    logits, loss = predict_logits(model, dataset, inputs, device)
+    logits, loss = predict_logits(model, dataset, inputs, device, progress=progress, desc=f"evaluate {split}")
     classes = list(checkpoint["model"]["classes"])
     metrics = summarise(confusion_matrix(dataset.labels, logits.argmax(1), len(classes)), classes, loss)
     metrics.update({"split": split, "checkpoint": checkpoint.get("path", ""), "epoch": checkpoint.get("epoch")})
@@ -63,8 +63,11 @@ def evaluate_run(run: Path, split: str = "val", data: Path | None = None, device
                             "current folder): pass it with --data")
         run_data = read_run_data(folder, classes=classes)
         if run_data.channels != checkpoint["model"]["in_chans"]:
+            fix = ("a frame model is evaluated on face-image stacks (prepare --source fer2013 ...); "
+                   "`predict` classifies clips with it" if checkpoint["model"]["in_chans"] == 1
+                   else "evaluate on stacks made with the run's interval and sequence length")
             raise DataError(f"{folder} holds {run_data.channels}-channel stacks but the model takes "
-                            f"{checkpoint['model']['in_chans']}: evaluate on stacks made with the run's interval")
+                            f"{checkpoint['model']['in_chans']}: {fix}")
         run_data.classes = classes
         dataset = load_split(run_data, split, checkpoint["input"]["image_size"], None, progress)
     except DataError as exc:
@@ -75,4 +78,4 @@ def evaluate_run(run: Path, split: str = "val", data: Path | None = None, device
     except OSError as exc:
         raise TrainError(f"cannot write the evaluation into {run_dir}: {exc.strerror or exc}") from exc
     return write_evaluation(model.to(torch_device).to(memory_format=torch.channels_last), dataset, checkpoint,
-                            split, run_dir, torch_device)
+                            split, run_dir, torch_device, progress)

@@ -14,6 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from models.head import HeadSettings
 from models.network import EmotionNet, ModelSettings
 from models.weights import hub_state, load_backbone_state, packaged_state, read_weights_file
 from pipeline.checkpoints import checkpoint_errors, read_checkpoint
+from pipeline.options import Option, option_table
 from pipeline.plots import plot_curves
 from pipeline.train.augment import augment_batch, normalise, to_unit
 from pipeline.train.data import RunData, load_split, read_run_data
@@ -115,6 +117,26 @@ def _start_weights(model: EmotionNet, config: TrainConfig) -> tuple[str, InputSe
 # Settings that may differ between a run and its --resume: they do not change what is computed.
 RESUME_MAY_CHANGE = {"resume", "overwrite", "progress", "device", "threads", "compile", "epochs", "patience", "cache",
                      "runs_dir"}
+
+
+def _changed_flags(then: dict, now: dict, keys: list[str]) -> list[str]:
+    """The settings that differ, as the flags that set them (``--image-size 48 -> 32``, not the whole nested
+    ``input`` dict); a field no flag sets is named by its key."""
+    def at(data: Any, path: tuple[str, ...]) -> Any:
+        for key in path:
+            data = data.get(key) if isinstance(data, dict) else None
+        return data
+
+    def shown(opt: Option, value: Any) -> Any:
+        return (not value) if opt.invert and isinstance(value, bool) else value  # --no-augment: True when given
+
+    out = []
+    for key in keys:
+        options = [o for o in option_table(TrainConfig) if o.path and o.path[0] == key
+                   and at(then, o.path) != at(now, o.path)]
+        out += [f"{o.flag} {shown(o, at(then, o.path))!r} -> {shown(o, at(now, o.path))!r}" for o in options] or \
+            [f"{key} {then[key]!r} -> {now.get(key)!r}"]
+    return out
 
 
 def _history_csv(history: list[dict]) -> str:
@@ -221,7 +243,7 @@ class Trainer:
                 then[key] = settings(**then[key]).to_dict()
         changed = sorted(k for k, v in then.items() if k not in RESUME_MAY_CHANGE and now.get(k) != v)
         if changed:
-            flags = ", ".join(f"--{k.replace('_', '-')} {then[k]!r} -> {now.get(k)!r}" for k in changed)
+            flags = ", ".join(_changed_flags(then, now, changed))
             raise TrainError(f"--resume with different settings ({flags}): resume with the run's own settings "
                              f"(see {self.run_dir / 'config.json'}), or start a new --name")
         return data
