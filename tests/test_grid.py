@@ -347,6 +347,15 @@ def test_other_stacks_are_refused_not_reported_as_these(tiny, places, capsys) ->
     code, _ = run_tiny(places, "tiny", "--split-seed", "1")
     assert code == 2 and "(--split-seed)" in capsys.readouterr().err
 
+    # A new grid on the same stack folders with other stack settings: they were rebuilt at 48 px without a word,
+    # under the grid above and under any `prepare --interval 5` of the user's.
+    manifest = (places["stacks"] / "interval_5" / "manifest.csv").read_bytes()
+    code, _ = run_tiny(places, "tiny_48", "--size", "48")
+    err = capsys.readouterr().err
+    assert code == 2 and "holds stacks made with other settings (--size)" in err and "--stacks-dir" in err
+    assert (places["stacks"] / "interval_5" / "manifest.csv").read_bytes() == manifest
+    assert not (places["grids"] / "tiny_48").exists()
+
     out = places["grids"] / "tiny_stale"  # an interrupted cell does not continue on other stacks either
     shutil.copytree(tiny, out)
     cell = out / "runs" / "i5_resnet18"

@@ -657,14 +657,14 @@ def check_existing(plan: Plan, stacks: dict[int, dict] | None = None) -> None:
     another --name (a failed cell is simply trained again from scratch).
 
     ``stacks``: interval -> the identity of its stacks (``stacks_identity``); default: what the grid's
-    `prepare` will make (``planned_stacks``), or with --no-prepare what the stack folders hold now."""
-    if plan.spec.force:
-        return
+    `prepare` will make (``planned_stacks``), or with --no-prepare what the stack folders hold now; then the
+    stack folders are checked too (``check_stack_folders``: --force is about cells, never other stacks)."""
+    before_prepare = stacks is None
     if stacks is None:
         stacks = {k: planned_stacks(config) if plan.spec.prepare else stacks_identity(config.out)
                   for k, config in plan.prepares.items()}
     stale = []
-    for cell in plan.cells:
+    for cell in plan.cells if not plan.spec.force else []:
         record = read_cell_record(cell.run_dir)
         if record.get("status") == "failed":
             continue
@@ -676,6 +676,21 @@ def check_existing(plan: Plan, stacks: dict[int, dict] | None = None) -> None:
         raise GridError(f"{plan.spec.out} already holds cells trained with other settings: {'; '.join(stale[:3])}"
                         f"{' ...' if len(stale) > 3 else ''}; rerun with --force to train them again, or choose "
                         "another --name")
+    if before_prepare and plan.spec.prepare:
+        check_stack_folders(plan)
+
+
+def check_stack_folders(plan: Plan) -> None:
+    """The grid's `prepare` writes into <stacks-dir>/interval_<k>, where `prepare` puts its stacks by default
+    and other grids put theirs: stacks made there with other settings were replaced without a word."""
+    for config in plan.prepares.values():
+        if not (config.out / "manifest.csv").is_file():
+            continue
+        changed = stacks_changes(stacks_identity(config.out), planned_stacks(config), config.out)
+        if changed:
+            raise GridError(f"{config.out} holds stacks made with other settings ({', '.join(changed)}), by "
+                            "`prepare` or another grid, which this grid would replace: pass --stacks-dir DIR to "
+                            f"keep both, --no-prepare to train on them, or delete {config.out} first")
 
 
 def _prepare_all(plan: Plan) -> dict[int, list[str]]:
