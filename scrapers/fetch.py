@@ -147,7 +147,8 @@ def check_url(url: str) -> str:
 
 def check_id(file_id: str) -> str:
     if not _DRIVE_ID.match(file_id):
-        raise ConfigError(f"{file_id!r} does not look like a Google Drive file id (letters, digits, - and _)")
+        raise ConfigError(f"{file_id!r} does not look like a Google Drive file id (10 or more letters, digits, "
+                          "- and _: the part after /d/ in the file's share link)")
     return file_id
 
 

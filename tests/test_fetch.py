@@ -404,6 +404,8 @@ def test_resolve_source(tmp_path, monkeypatch):
             resolve_source(url=bad)
     with pytest.raises(ConfigError):
         resolve_source(file_id="not an id!")
+    with pytest.raises(ConfigError, match="10 or more letters"):  # "abc123" fit the rule the message gave
+        resolve_source(file_id="abc123")
 
 
 def test_existing_folder_is_not_overwritten_without_force(server, clips, clips_zip, tmp_path, capsys):

@@ -150,10 +150,13 @@ def test_malformed_requests_get_json_errors(server: JournalServer, clips: dict[s
     assert server.json("PATCH", f"api/entries/{entry['id']}", {"note": "x" * 10_001})[0] == 400
 
 
-def test_upload_over_the_limit_is_cut_off_with_413(server: JournalServer) -> None:
+def test_upload_over_the_limit_is_cut_off_with_413(server: JournalServer, clips: dict[str, bytes]) -> None:
     big = bytes(3 * 2**20)  # the server runs with --max-upload-mb 2
     status, body = server.upload("api/entries", big)
-    assert status == 413 and "--max-upload-mb" in body["error"]
+    assert status == 413 and "--max-upload-mb" in body["error"] and "record a shorter clip" in body["error"]
+    entry = server.upload("api/entries", clips["happy"])[1]  # a note that large was told to record a shorter clip
+    status, body = server.json("PATCH", f"api/entries/{entry['id']}", {"note": "x" * 3 * 2**20})
+    assert status == 413 and body["error"].endswith("send a shorter note")
     # Without a Content-Length (chunked), the limit holds while the body streams.
     payload, content_type = multipart({"clip": ("big.mp4", big)}, {})
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)

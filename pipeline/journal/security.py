@@ -97,9 +97,11 @@ class Guard:
 
 
 class UploadTooLarge(Exception):
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, method: str) -> None:
+        # Only a POST carries a clip: a huge note (PATCH) was told to "record a shorter clip".
+        advice = "record a shorter clip" if method == "POST" else "send a shorter note"
         super().__init__(f"the upload is larger than the server's limit of {limit / 2**20:g} MB "
-                         "(--max-upload-mb); record a shorter clip")
+                         f"(--max-upload-mb); {advice}")
         self.limit = limit
 
 
@@ -120,7 +122,8 @@ class UploadLimit:
         if declared.isdigit() and int(declared) > self.limit:
             if int(declared) <= self.DRAIN_FACTOR * self.limit:
                 await self._drain(receive)
-            return await send_json(send, 413, {"error": str(UploadTooLarge(self.limit))}, [(b"connection", b"close")])
+            return await send_json(send, 413, {"error": str(UploadTooLarge(self.limit, scope["method"]))},
+                                   [(b"connection", b"close")])
         received = 0
 
         async def counted() -> Message:
@@ -131,7 +134,7 @@ class UploadLimit:
                 if received > self.limit:
                     if message.get("more_body"):
                         await self._drain(receive)
-                    raise UploadTooLarge(self.limit)
+                    raise UploadTooLarge(self.limit, scope["method"])
             return message
 
         await self.app(scope, counted, send)
