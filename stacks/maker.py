@@ -178,7 +178,9 @@ def video_stacks(path: Path, settings: StackSettings, finder: FaceFinder | Backg
     if not out.stacks:
         reasons = {reason for _, reason, _ in out.dropped}
         reason = "too short" if reasons <= {"too short", "trailing frames"} else "no face"
-        raise SourceSkipped(reason, "; ".join(detail for _, _, detail in out.dropped))
+        # The details of that reason only: a faceless clip's "no face" came joined to its trailing frames'.
+        raise SourceSkipped(reason, "; ".join(dict.fromkeys(
+            detail for _, why, detail in out.dropped if reason == "too short" or why == reason)))
     return out
 
 

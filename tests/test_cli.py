@@ -138,6 +138,9 @@ def test_prepare_prints_the_summary(dataset: dict, tmp_path: Path) -> None:
     assert "interval 5, 18 channels" in out and "frames/s" in out
     assert "train" in out and "val" in out and "happy" in out and "sad" in out
     assert "unreadable: 1" in out and "too short: 1" in out and "no face: 1" in out
+    # every clip's leftover end was listed as a skip ("skipped: trailing frames: 6, ..."); it is said apart
+    skipped = next(line for line in out.splitlines() if line.strip().startswith("skipped:"))
+    assert "trailing" not in skipped and "clip ends shorter than a sequence, left out:" in out
     assert "W0000" not in result.stderr and "moov atom" not in result.stderr  # native noise kept out
 
 

@@ -74,6 +74,9 @@ def test_bad_files_are_reported_and_skipped(prepared: dict) -> None:
     report = json.loads((prepared["out"] / REPORT_NAME).read_text())
     reasons = {(item["source"], item["reason"]) for item in report["skipped"] if item["chunk"] is None}
     assert ("Neutral_0901.mp4", "no face") in reasons
+    # one detail, not joined to the trailing frames' and repeated per sequence
+    faceless = next(item for item in report["skipped"] if item["source"] == "Neutral_0901.mp4")
+    assert faceless["detail"] == "no face found in any sampled frame"
     assert ("Happy_0902.mp4", "too short") in reasons
     assert ("Sad_0903.mp4", "unreadable") in reasons
     assert ("nolabel.mp4", "not usable") in reasons

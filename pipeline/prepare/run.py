@@ -333,11 +333,16 @@ def format_summary(report: dict) -> str:
         unused = relabelled["unused_corrections"]
         lines.append(f"  warning: {len(unused)} correction(s) name no file found, e.g. {unused[0]}")
     lines += [f"  warning: {line}" for line in label_and_split_warnings(report)]
-    if report["skipped_by_reason"]:
-        reasons = ", ".join(f"{reason}: {n}" for reason, n in report["skipped_by_reason"].items())
+    # A clip's last frames that make no whole sequence are left out of every clip: not a fault of the clip,
+    # so they are not listed with the skipped files ("skipped: trailing frames: 20" on 20 good clips).
+    skipped = {k: n for k, n in report["skipped_by_reason"].items() if k != "trailing frames"}
+    if skipped:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in skipped.items())
         lines.append(f"  skipped: {reasons}   (details in {Path(report['out']) / REPORT_NAME})")
     else:
         lines.append("  skipped: none")
+    if report["skipped_by_reason"].get("trailing frames"):
+        lines.append(f"  clip ends shorter than a sequence, left out: {report['skipped_by_reason']['trailing frames']}")
     return "\n".join(lines)
 
 
