@@ -470,6 +470,15 @@ def test_export_never_replaces_a_runs_checkpoint_and_checks_the_suffixes(frame_r
     assert {p: p.stat().st_mtime_ns for p in frame_run.glob("*.pt")} == stamps
 
 
+def test_live_without_the_camera_is_one_line(frame_run: Path) -> None:
+    # OpenCV's own "[ERROR:0@0.5] global obsensor_uvc_stream_channel.cpp:163 ..." came first.
+    done = subprocess.run([sys.executable, "cli.py", "live", "--no-window", "--camera", "63", "--model",
+                           str(frame_run)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["error: camera 63 cannot be opened (no camera, or in use); "
+                                                "try --source FILE"]
+
+
 def test_live_on_a_faceless_stream_says_no_window_had_a_face(frame_run: Path, tmp_path: Path) -> None:
     empty_room = make_faceless_clip(tmp_path / "room.mp4", seconds=5.0, size=SMALL)
     done = subprocess.run([sys.executable, "cli.py", "live", "--source", str(empty_room), "--no-window",

@@ -33,7 +33,12 @@ from stacks.windows import RollingWindows, SampledFrame, WindowPlan
 
 def _camera_frames(camera: int) -> Iterator[tuple[np.ndarray, float]]:
     """(BGR, seconds since the first frame) as the camera delivers them."""
-    cap = cv2.VideoCapture(camera)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # "[ERROR:0@0.5] ... obsensor ..." above ours
+    try:
+        cap = cv2.VideoCapture(camera)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if not cap.isOpened():
         raise PredictError(f"camera {camera} cannot be opened (no camera, or in use); try --source FILE")
     start = None
