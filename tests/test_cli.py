@@ -117,6 +117,17 @@ def test_no_split_warning_for_a_folder_with_nothing_to_train_on() -> None:
     assert label_and_split_warnings(report)[0].startswith("no validation stacks: too few people")
 
 
+def test_labels_that_name_no_emotion_are_questioned() -> None:
+    from pipeline.prepare.run import label_and_split_warnings
+
+    # `prepare --source ../shared/data/realvideo` made classes "wolfganglanger", "single", "multi" in silence
+    report = {"stacks": {"test": {}}, "labels": {"labels_kept": ["face", "multi", "single", "wolfganglanger"]}}
+    assert label_and_split_warnings(report)[0].startswith("no label names an emotion (face, multi, single, "
+                                                          "wolfganglanger): a label is the first part of a file name")
+    report["labels"]["labels_kept"] = ["happy", "smirk"]  # one emotion word is enough: a set of one's own
+    assert label_and_split_warnings(report) == []
+
+
 def test_nothing_produced_fails_with_the_reasons(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -346,6 +346,11 @@ def format_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
+# Words a label set of facial expressions uses (after --label-map); a set with none of them is likely not one.
+EMOTION_WORDS = {"anger", "angry", "calm", "contempt", "disgust", "disgusted", "fear", "fearful", "happiness", "happy",
+                 "joy", "neutral", "sad", "sadness", "shock", "surprise", "surprised"}
+
+
 def label_and_split_warnings(report: dict) -> list[str]:
     """What a run made silently other than asked: a typo in --labels or --label-map drops or keeps a whole
     class without a word, and a validation split that came out empty only surfaced at `train`."""
@@ -360,6 +365,11 @@ def label_and_split_warnings(report: dict) -> list[str]:
     unmatched = [label for label in asked if normalise_label(label) not in kept]
     if unmatched:
         out.append(f"--labels {', '.join(unmatched)} matched no file (labels found: {found})")
+    kept_labels = labels.get("labels_kept") or []
+    if kept_labels and not set(kept_labels) & EMOTION_WORDS:  # a folder of anything made labels of its names
+        out.append(f"no label names an emotion ({', '.join(kept_labels[:6])}{', ...' if len(kept_labels) > 6 else ''})"
+                   ": a label is the first part of a file name (Happy_0001.mp4) or a <label>/ folder; is --source "
+                   "your folder of labelled clips?")
     split = report.get("split_settings") or {}
     made = report.get("stacks", {})
     # Only where something is there to train on: a folder of test images alone (FER+ test) needs no val split.
