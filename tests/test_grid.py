@@ -119,6 +119,10 @@ def test_typos_unknown_names_and_too_few_channels_fail_before_anything_runs(plac
     assert "--optimizer must be one of adamw, adam, sgd" in capsys.readouterr().err
     assert grid_cli(*base, "--size", "32,64") == 2
     assert "only --intervals varies the stacks" in capsys.readouterr().err
+    empty = tmp_path / "empty"  # --dry-run said all was well; the grid then failed in prepare
+    empty.mkdir()
+    assert grid_cli(*base, "--source", empty, "--dry-run") == 2
+    assert f"--source {empty} holds no usable clips or images" in capsys.readouterr().err
     assert not grids.exists() and not (tmp_path / "stacks").exists()  # nothing ran, nothing was written
 
 

@@ -359,6 +359,12 @@ def plan_grid(spec: GridSpec) -> Plan:
         if not spec.source.is_dir():
             raise GridError(f"--source {spec.source} is not a folder of clips; pass --source DIR, or --no-prepare "
                             f"to use stacks already in {spec.stacks_dir}/interval_<k>")
+        from pipeline.prepare.sources import discover
+
+        first = next(iter(prepares.values()))
+        if not discover(spec.source, first.labels, first.layout)[0]:  # else found only once prepare ran
+            raise GridError(f"--source {spec.source} holds no usable clips or images (named <Label>_<id>.mp4, or in "
+                            "<label>/ folders)")
     else:
         for k, config in prepares.items():
             if not (config.out / "manifest.csv").is_file():
