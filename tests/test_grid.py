@@ -178,6 +178,7 @@ def test_a_grid_file_typo_or_bad_value_names_the_file_and_the_closest_option(tmp
 
 def test_a_corrupt_cell_record_is_reported_with_its_path_not_read_as_pending(tmp_path: Path, capsys) -> None:
     (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "Happy_0001.mp4").write_bytes(b"")  # a source with a clip in it, never read here
     args = ["--source", tmp_path / "clips", "--grids-dir", tmp_path / "grids", "--intervals", "5",
             "--backbones", "resnet18"]
     cell = plan_grid(spec_from_sources(None, _flags(grid_args(*args)))).cells[0]

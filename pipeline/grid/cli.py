@@ -133,6 +133,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         GridError,
         GridInterrupted,
         check_existing,
+        check_source,
         plan_grid,
         read_grid_file,
         run_grid,
@@ -143,6 +144,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         data = read_grid_file(args.config) if args.config else None
         spec = spec_from_sources(data, _flags(args), str(args.config) if args.config else "grid file")
         plan = plan_grid(spec)
+        check_source(plan)
         check_existing(plan)
         if spec.backend == "ray":
             from pipeline.grid.backends import require_ray

@@ -359,12 +359,7 @@ def plan_grid(spec: GridSpec) -> Plan:
         if not spec.source.is_dir():
             raise GridError(f"--source {spec.source} is not a folder of clips; pass --source DIR, or --no-prepare "
                             f"to use stacks already in {spec.stacks_dir}/interval_<k>")
-        from pipeline.prepare.sources import discover
 
-        first = next(iter(prepares.values()))
-        if not discover(spec.source, first.labels, first.layout)[0]:  # else found only once prepare ran
-            raise GridError(f"--source {spec.source} holds no usable clips or images (named <Label>_<id>.mp4, or in "
-                            "<label>/ folders)")
     else:
         for k, config in prepares.items():
             if not (config.out / "manifest.csv").is_file():
@@ -686,6 +681,19 @@ def check_existing(plan: Plan, stacks: dict[int, dict] | None = None) -> None:
         check_stack_folders(plan)
 
 
+def check_source(plan: Plan) -> None:
+    """A --source with nothing to prepare, found before anything runs (--dry-run said all was well, and the
+    grid failed in prepare). Apart from ``plan_grid``: it reads the whole folder, which a plan need not."""
+    from pipeline.prepare.sources import discover
+
+    if not plan.spec.prepare:
+        return
+    first = next(iter(plan.prepares.values()))
+    if not discover(plan.spec.source, first.labels, first.layout)[0]:
+        raise GridError(f"--source {plan.spec.source} holds no usable clips or images (named <Label>_<id>.mp4, or "
+                        "in <label>/ folders)")
+
+
 def check_stack_folders(plan: Plan) -> None:
     """The grid's `prepare` writes into <stacks-dir>/interval_<k>, where `prepare` puts its stacks by default
     and other grids put theirs: stacks made there with other settings were replaced without a word."""
@@ -745,6 +753,7 @@ def run_grid(spec: GridSpec) -> GridResult:
     from pipeline.grid import results as grid_results
 
     plan = plan_grid(spec)
+    check_source(plan)
     check_existing(plan)
     if spec.backend == "ray":
         grid_backends.require_ray()
