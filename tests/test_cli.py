@@ -124,8 +124,11 @@ def test_labels_that_name_no_emotion_are_questioned() -> None:
     report = {"stacks": {"test": {}}, "labels": {"labels_kept": ["face", "multi", "single", "wolfganglanger"]}}
     assert label_and_split_warnings(report)[0].startswith("no label names an emotion (face, multi, single, "
                                                           "wolfganglanger): a label is the first part of a file name")
-    report["labels"]["labels_kept"] = ["happy", "smirk"]  # one emotion word is enough: a set of one's own
-    assert label_and_split_warnings(report) == []
+    for own in (["happy", "smirk"], ["happy_face", "frown"], ["smile", "scared"]):  # a set of one's own words
+        report["labels"]["labels_kept"] = own
+        assert label_and_split_warnings(report) == [], own
+    report["labels"]["labels_kept"] = ["0", "1", "2"]  # AffectNet's, RAF-DB's class codes
+    assert "--label-map 0=angry" in label_and_split_warnings(report)[0]
 
 
 def test_nothing_produced_fails_with_the_reasons(tmp_path: Path) -> None:

@@ -122,7 +122,12 @@ def test_typos_unknown_names_and_too_few_channels_fail_before_anything_runs(plac
     empty = tmp_path / "empty"  # --dry-run said all was well; the grid then failed in prepare
     empty.mkdir()
     assert grid_cli(*base, "--source", empty, "--dry-run") == 2
-    assert f"--source {empty} holds no usable clips or images" in capsys.readouterr().err
+    assert f"--source: source folder {empty} holds no videos or images" in capsys.readouterr().err
+    (empty / "Angry_0001.mp4").write_bytes(b"")  # usable once labelled as prepare labels it
+    assert grid_cli(*base, "--source", empty, "--labels", "happy", "--dry-run") == 2
+    assert "holds no usable clips or images" in capsys.readouterr().err
+    assert grid_cli(*base, "--source", empty, "--labels", "anger", "--label-map", "angry=anger", "--dry-run") == 0
+    capsys.readouterr()
     assert not grids.exists() and not (tmp_path / "stacks").exists()  # nothing ran, nothing was written
 
 

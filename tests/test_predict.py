@@ -25,7 +25,7 @@ from models.checkpoint import load_checkpoint, model_from_checkpoint, save_check
 from models.served import load_serving_model
 from pipeline.prepare.run import run_prepare
 from pipeline.prepare.settings import PrepareConfig
-from pipeline.serve.export import export_compact, export_onnx
+from pipeline.serve.export import ExportError, export_compact, export_onnx
 from pipeline.serve.predict import PredictError, clip_windows, predict_file
 from pipeline.train.inference import predict_logits, prepare_batch
 from pipeline.train.loop import run_train
@@ -383,6 +383,7 @@ def test_ctrl_c_in_a_folder_keeps_the_answers_so_far(frame_run: Path, clips: dic
     folder.mkdir()
     for i in range(40):
         (folder / f"clip_{i:02d}.mp4").symlink_to(clips["short"])
+    (folder / "predictions.csv").write_text("an earlier run's whole table\n")
     proc = subprocess.Popen([sys.executable, "cli.py", "predict", str(folder), "--model", str(frame_run)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -391,9 +392,11 @@ def test_ctrl_c_in_a_folder_keeps_the_answers_so_far(frame_run: Path, clips: dic
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
-    done = int(re.search(r"interrupted after (\d+) of 40 files; the table of those is in", err).group(1))
-    rows = list(csv.DictReader(open(folder / "predictions.csv")))
+    done = int(re.search(r"interrupted after (\d+) of 40 files; the table of those is in .*predictions.partial.csv",
+                         err).group(1))
+    rows = list(csv.DictReader(open(folder / "predictions.partial.csv")))
     assert 1 <= done < 40 and len(rows) == done and all(r["label"] for r in rows)
+    assert (folder / "predictions.csv").read_text() == "an earlier run's whole table\n"
 
 
 @pytest.mark.parametrize("which", ["stack", "frame"])
@@ -459,7 +462,7 @@ def test_export_never_replaces_a_runs_checkpoint_and_checks_the_suffixes(frame_r
     refused = {("--compact", frame_run / "best.pt"): "is the checkpoint being exported",
                ("--compact", frame_run / "last.pt"): "would replace a run's own checkpoint",
                ("--onnx", tmp_path / "m.pt"): "--onnx writes a .onnx file",
-               ("--compact", tmp_path / "m.onnx"): "--compact writes a .pt file"}
+               ("--compact", tmp_path / "m.onnx"): "--compact writes a .pt or .pth file"}
     for (flag, out), message in refused.items():
         assert cli.main(["export", str(frame_run), flag, str(out)]) == 1
         err = capsys.readouterr().err.strip()
@@ -468,6 +471,10 @@ def test_export_never_replaces_a_runs_checkpoint_and_checks_the_suffixes(frame_r
     assert cli.main(["export", str(frame_run), "--onnx", str(onnx_path), "--compact", str(tmp_path / "c.onnx")]) == 1
     assert not onnx_path.exists() and not (tmp_path / "m.pt").exists() and not (tmp_path / "m.onnx").exists()
     assert {p: p.stat().st_mtime_ns for p in frame_run.glob("*.pt")} == stamps
+    # a caller's temporary name is its own business (benchmarks/logit_offsets.py exports through atomic_write)
+    export_onnx(frame_run, tmp_path / "m.onnx.partial-1-2")
+    with pytest.raises(ExportError, match="is the checkpoint being exported"):
+        export_compact(frame_run, frame_run / "best.pt")
 
 
 def test_live_without_the_camera_is_one_line(frame_run: Path) -> None:

@@ -299,6 +299,8 @@ def test_resume_refuses_changed_settings_and_overwrite_keeps_the_old_run_until_c
     with pytest.raises(TrainError, match=r"settings \(--no-augment True -> False, --image-size 32 -> 48\)"):
         Trainer(config(stacks, runs, name, resume=True, input=InputSettings(image_size=48),
                        augment=AugmentSettings()))
+    with pytest.raises(TrainError, match=r"settings \(--image-size 32 -> 48, input.mirror False -> True\)"):
+        Trainer(config(stacks, runs, name, resume=True, input=InputSettings(image_size=48, mirror=True)))
     with pytest.raises(TrainError, match="no manifest.csv"):
         Trainer(config(tmp_path / "typo", runs, name, overwrite=True))
     assert (finished.run_dir / "best.pt").is_file() and (finished.run_dir / "metrics.json").is_file()
@@ -335,6 +337,11 @@ def test_evaluate_on_other_label_names_or_the_wrong_kind_of_stacks_says_what_to_
     make_stack_set(other, classes=("angry", "happy", "sad"), counts={"test": 2}, channels=4, size=32)
     with pytest.raises(TrainError, match=r"labels \['angry'\] .* --label-map angry=anger$"):
         evaluate_run(finished.run_dir, "test", data=other, progress=False)
+    calm = tmp_path / "calm"  # every unknown label in the map, not only the close ones
+    make_stack_set(calm, classes=("angry", "calm", "happy"), counts={"test": 2}, channels=4, size=32)
+    with pytest.raises(TrainError, match=r"--label-map angry=anger,calm=CLASS \(CLASS: one of the model's classes, "
+                                         r"or drop\)$"):
+        evaluate_run(finished.run_dir, "test", data=calm, progress=False)
     frame = run_train(config(image_stacks, tmp_path, "frame", epochs=1))
     with pytest.raises(TrainError, match="a frame model is evaluated on face-image stacks"):
         evaluate_run(frame.run_dir, "test", data=stacks, progress=False)  # 4-channel clip stacks

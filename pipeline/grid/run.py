@@ -684,14 +684,18 @@ def check_existing(plan: Plan, stacks: dict[int, dict] | None = None) -> None:
 def check_source(plan: Plan) -> None:
     """A --source with nothing to prepare, found before anything runs (--dry-run said all was well, and the
     grid failed in prepare). Apart from ``plan_grid``: it reads the whole folder, which a plan need not."""
-    from pipeline.prepare.sources import discover
+    from pipeline.prepare.run import PrepareError, find_sources
 
     if not plan.spec.prepare:
         return
-    first = next(iter(plan.prepares.values()))
-    if not discover(plan.spec.source, first.labels, first.layout)[0]:
+    try:  # labelled as prepare labels them: --labels, --label-map and corrections applied
+        sources, rejected, _ = find_sources(next(iter(plan.prepares.values())))
+    except PrepareError as exc:
+        raise GridError(f"--source: {exc}") from None
+    if not sources:
+        first = f": {rejected[0].rel}: {rejected[0].reason}" if rejected else ""
         raise GridError(f"--source {plan.spec.source} holds no usable clips or images (named <Label>_<id>.mp4, or "
-                        "in <label>/ folders)")
+                        f"in <label>/ folders){first}")
 
 
 def check_stack_folders(plan: Plan) -> None:

@@ -8,6 +8,7 @@ searches each sampled frame while the worker decodes the next ones (``faces.Back
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -197,10 +198,11 @@ def _relabeller(config: PrepareConfig, source: Path) -> Relabeller:
     return Relabeller(corrections, dict(config.label_map), source_file=str(path) if path else None)
 
 
-def run_prepare(config: PrepareConfig) -> PrepareResult:
-    source, out, settings = Path(config.source), Path(config.out), config.stack
+def find_sources(config: PrepareConfig) -> tuple[list[Source], list[Rejected], Relabeller]:
+    """The files ``config`` would prepare, and those it sets aside, with their labels as prepare gives them
+    (corrections and --label-map applied); also what `grid` checks before anything runs."""
+    source = Path(config.source)
     _check_source(source)
-    started, t0 = datetime.now(UTC), time.perf_counter()
     relabeller = _relabeller(config, source)
     try:
         sources, rejected = discover(source, config.labels, config.layout, relabeller)
@@ -209,6 +211,13 @@ def run_prepare(config: PrepareConfig) -> PrepareResult:
     if not sources and not rejected:
         raise PrepareError(f"source folder {source} holds no videos or images "
                            f"(looked for .mp4 .mov .avi .mkv .webm .png .jpg)")
+    return sources, rejected, relabeller
+
+
+def run_prepare(config: PrepareConfig) -> PrepareResult:
+    out, settings = Path(config.out), config.stack
+    started, t0 = datetime.now(UTC), time.perf_counter()
+    sources, rejected, relabeller = find_sources(config)
     out.mkdir(parents=True, exist_ok=True)
     remove_partials(out)
     journal = Journal(out).load()
@@ -346,9 +355,15 @@ def format_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-# Words a label set of facial expressions uses (after --label-map); a set with none of them is likely not one.
-EMOTION_WORDS = {"anger", "angry", "calm", "contempt", "disgust", "disgusted", "fear", "fearful", "happiness", "happy",
-                 "joy", "neutral", "sad", "sadness", "shock", "surprise", "surprised"}
+# Stems of the words label sets of facial expressions use (after --label-map: happy_face, scared, smile...);
+# a set with none of them is likely not one.
+EMOTION_STEMS = ("afraid", "ang", "calm", "contempt", "disgust", "fear", "happ", "joy", "neutral", "sad", "scare",
+                 "shock", "smil", "surpr")
+
+
+def _names_an_emotion(label: str) -> bool:
+    """A word of the label starts with a stem ("wolfganglanger" holds "ang" but names no emotion)."""
+    return any(word.startswith(EMOTION_STEMS) for word in re.split(r"[^a-z]+", label.lower()))
 
 
 def label_and_split_warnings(report: dict) -> list[str]:
@@ -366,10 +381,11 @@ def label_and_split_warnings(report: dict) -> list[str]:
     if unmatched:
         out.append(f"--labels {', '.join(unmatched)} matched no file (labels found: {found})")
     kept_labels = labels.get("labels_kept") or []
-    if kept_labels and not set(kept_labels) & EMOTION_WORDS:  # a folder of anything made labels of its names
-        out.append(f"no label names an emotion ({', '.join(kept_labels[:6])}{', ...' if len(kept_labels) > 6 else ''})"
-                   ": a label is the first part of a file name (Happy_0001.mp4) or a <label>/ folder; is --source "
-                   "your folder of labelled clips?")
+    if kept_labels and not any(_names_an_emotion(label) for label in kept_labels):  # a folder of anything
+        shown = f"{', '.join(kept_labels[:6])}{', ...' if len(kept_labels) > 6 else ''}"
+        out.append(f"no label names an emotion ({shown}): a label is the first part of a file name (Happy_0001.mp4) "
+                   "or a <label>/ folder; is --source your folder of labelled clips? (class codes: map them, "
+                   "--label-map 0=angry,1=disgust,...)")
     split = report.get("split_settings") or {}
     made = report.get("stacks", {})
     # Only where something is there to train on: a folder of test images alone (FER+ test) needs no val split.

@@ -79,12 +79,14 @@ def _predict_folder(args: argparse.Namespace, model) -> int:
     except KeyboardInterrupt:
         interrupted = True
     out = args.out or args.input / FOLDER_CSV
-    if results:
-        write_folder_csv(results, files[:len(results)], model.classes, out)
-    done = [r for r in results if not isinstance(r, str)]
-    if interrupted:
-        kept = f"; the table of those is in {out}" if results else ""
+    if interrupted:  # a table of a part goes beside the whole one, which an earlier run may have written
+        partial = out.with_name(f"{out.stem}.partial{out.suffix}")
+        if results:
+            write_folder_csv(results, files[:len(results)], model.classes, partial)
+        kept = f"; the table of those is in {partial}" if results else ""
         return fail(f"interrupted after {len(results)} of {len(files)} files{kept}", 130)
+    write_folder_csv(results, files, model.classes, out)
+    done = [r for r in results if not isinstance(r, str)]
     if args.json:
         print(json.dumps([r.to_dict() if not isinstance(r, str) else {"source": str(f), "error": r}
                           for f, r in zip(files, results)], indent=1))
@@ -118,7 +120,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     try:
         check_predict_paths(args)
-        _check_predict_options(args)
         if args.annotate:
             check_annotate_path(args.annotate, args.input)
             if args.input.is_dir() or args.input.suffix.lower() in IMAGE_EXTENSIONS:
@@ -153,6 +154,7 @@ def check_predict_paths(args: argparse.Namespace) -> None:
 
     if not args.input.exists():
         raise PredictError(f"{args.input}: no such file or folder")
+    _check_predict_options(args)  # an option that does not apply is said before what is wrong with its path
     out = args.out
     if out is None and args.input.is_dir():  # the folder's answers go beside its clips unless --out says
         out = args.input / FOLDER_CSV

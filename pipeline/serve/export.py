@@ -27,22 +27,24 @@ class ExportError(Exception):
     """The run cannot be exported; the message says why."""
 
 
-OUTPUT_SUFFIX = {"--onnx": ".onnx", "--compact": ".pt"}  # predict --model tells an ONNX file by its suffix
+# predict --model tells an ONNX file by its suffix; any other file is read as a checkpoint
+OUTPUT_SUFFIXES = {"--onnx": (".onnx",), "--compact": (".pt", ".pth")}
 
 
-def check_outputs(run: Path, outputs: dict[str, Path | None]) -> None:
+def check_outputs(run: Path, outputs: dict[str, Path | None], suffixes: bool = True) -> None:
     """Refuse, before anything is written, an output that would replace the checkpoint being read or a
-    run's own best.pt/last.pt (a compact file cannot be resumed from), or whose suffix would make
-    ``predict --model`` read it as the other kind. ``outputs``: flag -> file."""
+    run's own best.pt/last.pt (a compact file cannot be resumed from), or (``suffixes``: the CLI's files,
+    not a caller's temporary name) whose suffix would make ``predict --model`` read it as the other kind.
+    ``outputs``: flag -> file."""
     try:
         source = resolve_checkpoint(run).resolve()
     except WeightsError as exc:
         raise ExportError(str(exc)) from None
     chosen = {flag: Path(out) for flag, out in outputs.items() if out is not None}
     for flag, out in chosen.items():
-        if out.suffix.lower() != OUTPUT_SUFFIX[flag]:
-            raise ExportError(f"{flag} writes a {OUTPUT_SUFFIX[flag]} file (predict --model tells the kinds apart "
-                              f"by the suffix): got {out}")
+        if suffixes and out.suffix.lower() not in OUTPUT_SUFFIXES[flag]:
+            raise ExportError(f"{flag} writes a {' or '.join(OUTPUT_SUFFIXES[flag])} file (predict --model tells "
+                              f"the kinds apart by the suffix): got {out}")
         if out.resolve() == source:
             raise ExportError(f"{flag} {out} is the checkpoint being exported: write the export to another file")
         if out.name in ("best.pt", "last.pt") and (out.parent / "config.json").is_file():
@@ -104,7 +106,7 @@ def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | N
     """
     import onnx
 
-    check_outputs(run, {"--onnx": out})
+    check_outputs(run, {"--onnx": out}, suffixes=False)
     data, net = _load(run, mirror, offsets)
     if int8 is not None and int(data["model"]["in_chans"]) != 1:
         raise ExportError(f"--int8 calibrates on single face images, so it is for frame models; {run} takes "
@@ -154,7 +156,7 @@ def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | N
 def export_compact(run: Path, out: Path, mirror: bool | None = None, offsets: dict[str, float] | None = None,
                    ) -> dict:
     """Everything a served model needs, weights as int8 (``models.compact``), no optimizer state."""
-    check_outputs(run, {"--compact": out})
+    check_outputs(run, {"--compact": out}, suffixes=False)
     data, _ = _load(run, mirror, offsets)
     keep = ("model", "kind", "input", "stack", "timing", "epoch", "metrics", "train")
     payload = {k: data[k] for k in keep if k in data}

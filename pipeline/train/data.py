@@ -55,9 +55,12 @@ def read_run_data(folder: Path, classes: list[str] | None = None) -> RunData:
     if classes is not None:
         unknown = sorted({row.label for row in rows} - set(classes))
         if unknown:
+            # Every unknown label in the suggested map: a map of the close ones only still failed on the rest.
             close = {u: m[0] for u in unknown if (m := difflib.get_close_matches(u, classes, n=1, cutoff=0.6))}
-            hint = (f": the same emotions under other names? prepare the clips again with --label-map "
-                    f"{','.join(f'{u}={c}' for u, c in close.items())}" if close else "")
+            pairs = ",".join(f"{u}={close.get(u, 'CLASS')}" for u in unknown)
+            hint = (f": the same emotions under other names? prepare the clips again with --label-map {pairs}"
+                    + (" (CLASS: one of the model's classes, or drop)" if len(close) < len(unknown) else "")
+                    if close else "")
             raise DataError(f"{folder} has labels {unknown} that the model was not trained on ({classes}){hint}")
         first = rows[0]
     else:

@@ -63,8 +63,9 @@ def evaluate_run(run: Path, split: str = "val", data: Path | None = None, device
                             "current folder): pass it with --data")
         run_data = read_run_data(folder, classes=classes)
         if run_data.channels != checkpoint["model"]["in_chans"]:
-            fix = ("a frame model is evaluated on face-image stacks (prepare --source fer2013 ...); "
-                   "`predict` classifies clips with it" if checkpoint["model"]["in_chans"] == 1
+            fix = ("a frame model is evaluated on face-image stacks (prepare --source FACES_DIR --size 48 "
+                   "--on-no-face center; README: FER2013); `predict` classifies clips with it"
+                   if checkpoint["model"]["in_chans"] == 1
                    else "evaluate on stacks made with the run's interval and sequence length")
             raise DataError(f"{folder} holds {run_data.channels}-channel stacks but the model takes "
                             f"{checkpoint['model']['in_chans']}: {fix}")

@@ -134,8 +134,14 @@ def _changed_flags(then: dict, now: dict, keys: list[str]) -> list[str]:
     for key in keys:
         options = [o for o in option_table(TrainConfig) if o.path and o.path[0] == key
                    and at(then, o.path) != at(now, o.path)]
-        out += [f"{o.flag} {shown(o, at(then, o.path))!r} -> {shown(o, at(now, o.path))!r}" for o in options] or \
-            [f"{key} {then[key]!r} -> {now.get(key)!r}"]
+        out += [f"{o.flag} {shown(o, at(then, o.path))!r} -> {shown(o, at(now, o.path))!r}" for o in options]
+        old, new = then[key], now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):  # and the nested fields no flag sets
+            flagged = {o.path[1] for o in options if len(o.path) == 2}
+            out += [f"{key}.{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                    if k not in flagged and old.get(k) != new.get(k)]
+        elif not options:
+            out.append(f"{key} {old!r} -> {new!r}")
     return out
 
 
