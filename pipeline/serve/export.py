@@ -125,8 +125,8 @@ def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | N
     example = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, channels, size, size), dtype=np.uint8))
 
     def write(tmp: Path) -> None:
-        # The TorchScript exporter (deprecated, still shipped): the torch.export one needs onnxscript, whose
-        # onnx needs protobuf>=6, which mediapipe 0.10.21 cannot live with.
+        # The TorchScript exporter (deprecated, still shipped): the torch.export one needs the onnxscript
+        # package, which nothing else here needs (the protobuf<5 pin that once kept it out is gone).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(model, (example,), str(tmp), input_names=["stacks"], output_names=["probabilities"],
