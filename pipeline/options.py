@@ -288,6 +288,29 @@ def values_from_args(settings: type, args: argparse.Namespace, only_given: bool 
     return values
 
 
+def values_from_saved(settings: type, saved: dict) -> dict[str, Any]:
+    """Option name -> value from a settings object saved as a dict (``asdict``, JSON): the inverse of ``build``
+    for the options it holds (a run's config.json read back for ``train --resume``)."""
+    values = {}
+    for opt in option_table(settings):
+        if not opt.path:
+            continue
+        value: Any = saved
+        for key in opt.path:
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+        else:
+            if opt.invert and isinstance(value, bool):
+                value = not value
+            elif value is not None and opt.kind is Path:
+                value = Path(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            values[opt.name] = value
+    return values
+
+
 def defaults(settings: type) -> dict[str, Any]:
     """Option name -> its default (None for a derived one)."""
     return {opt.name: opt.default for opt in option_table(settings)}

@@ -498,6 +498,27 @@ def test_early_stop_and_resume_with_more_patience(stacks: Path, tmp_path: Path) 
     assert again.state.epoch == 4 and not again.state.stopped_early
 
 
+def test_resume_takes_the_runs_own_settings_and_the_flags_typed_over_them(stacks: Path, tmp_path: Path) -> None:
+    # `train --resume --name r` took the defaults for every flag not typed, and was refused as "different
+    # settings" unless the whole first command was typed again.
+    import cli
+    from pipeline.train.cli import train_config
+
+    first = config(stacks, tmp_path, "r", epochs=1, lr=3e-3, head_hidden=0, augment=AugmentSettings(enabled=False))
+    run_train(first)
+    args = cli.build_parser()[0].parse_args(["train", "--resume", "--name", "r", "--runs-dir", str(tmp_path),
+                                             "--epochs", "2", "--no-progress"])
+    resumed = train_config(args)
+    assert resumed.resume and resumed.epochs == 2 and not resumed.progress  # typed
+    assert (resumed.backbone, resumed.lr, resumed.head_hidden, resumed.input.image_size, resumed.data) == (
+        "resnet18", 3e-3, 0, 32, stacks)  # the run's own
+    assert not resumed.augment.enabled  # an inverted switch (--no-augment) read back the right way round
+    assert run_train(resumed).state.epoch == 2
+    typed = cli.build_parser()[0].parse_args(["train", "--resume", "--name", "r", "--runs-dir", str(tmp_path),
+                                              "--lr", "1e-2"])
+    assert train_config(typed).lr == 1e-2  # a flag typed still wins (and the loop then names the difference)
+
+
 def test_a_run_saved_before_a_new_settings_field_still_resumes(stacks: Path, tmp_path: Path) -> None:
     """Runs saved before ``InputSettings.mirror`` existed were refused by --resume as "different settings"."""
     from models.checkpoint import save_checkpoint

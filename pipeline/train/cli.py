@@ -7,13 +7,14 @@ reading of a `train --config` file: defaults < file < flags typed here.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from pipeline.commands import Subcommands, add_command
 from pipeline.config_files import ConfigFileError, read_table
 from pipeline.console import fail as _fail
 from pipeline.console import run_stage
-from pipeline.options import add_options, build, option_table, values_from_args, values_from_file
+from pipeline.options import add_options, build, option_table, values_from_args, values_from_file, values_from_saved
 from pipeline.train.settings import TrainConfig
 
 TRAIN_EPILOG = """\
@@ -42,19 +43,39 @@ def add_train(sub: Subcommands) -> None:
     add_options(p, TrainConfig)
 
 
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The run's settings: defaults < the --config file < the flags typed; ValueError (one line) for a bad value."""
-    values = values_from_args(TrainConfig, args)
-    path = getattr(args, "config", None)
-    if path is None:
-        return build(TrainConfig, values)
+# Not taken from the run being resumed: how to find it, and what --resume itself means.
+NOT_RESUMED = {"resume", "overwrite", "runs_dir", "name"}
+
+
+def _saved_settings(config: TrainConfig) -> dict:
+    """--resume: the option values of the run's own config.json, so that `train --resume --name r` needs
+    none of the flags it was started with ({} where there is no readable one: the loop then says why)."""
     try:
-        from_file = values_from_file(option_table(TrainConfig), read_table(path, "--config"), str(path))
+        saved = json.loads((config.run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    return {k: v for k, v in values_from_saved(TrainConfig, saved).items() if k not in NOT_RESUMED}
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings: defaults < (with --resume) the run's saved config.json < the --config file < the
+    flags typed; ValueError (one line) for a bad value."""
+    path = getattr(args, "config", None)
+    try:
+        from_file = {} if path is None else values_from_file(option_table(TrainConfig),
+                                                             read_table(path, "--config"), str(path))
     except ConfigFileError as exc:
         raise ValueError(str(exc)) from None
     typed = values_from_args(TrainConfig, args, only_given=True)
     try:
-        return build(TrainConfig, {**values, **from_file, **typed})
+        config = build(TrainConfig, {**from_file, **typed})
+        if config.resume:
+            saved = _saved_settings(config)
+            if saved:
+                config = build(TrainConfig, {**saved, **from_file, **typed, "name": config.name})
+        return config
     except ValueError as exc:  # a check across options: name the file when one of its values is in question
         mentioned = [name for name, opt in ((o.name, o) for o in option_table(TrainConfig))
                      if name in from_file and name not in typed and opt.flag in str(exc)]
