@@ -477,6 +477,21 @@ def test_export_never_replaces_a_runs_checkpoint_and_checks_the_suffixes(frame_r
         export_compact(frame_run, frame_run / "best.pt")
 
 
+def test_live_on_a_file_shorter_than_a_window_answers_as_predict_does(frame_run: Path, clips: dict) -> None:
+    # live said "the stream ended before one full window" where predict classified the 1.5 s clip.
+    def live(clip: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "cli.py", "live", "--source", str(clip), "--no-window", "--model",
+                               str(frame_run)], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    done = live(clips["short"])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("t=")]
+    pred = predict_file(clips["short"], load_serving_model(frame_run))
+    assert done.returncode == 0 and len(lines) == 1, (done.stdout, done.stderr)
+    assert lines[0].split()[2:4] == [pred.label, f"{pred.confidence:.2f}"], (lines, pred.label, pred.confidence)
+    done = live(clips["tiny"])  # 0.5 s: what predict refuses gives no answer here either
+    assert done.returncode == 1 and "no prediction: the stream ended before one full window" in done.stdout
+
+
 def test_live_without_the_camera_is_one_line(frame_run: Path) -> None:
     # OpenCV's own "[ERROR:0@0.5] global obsensor_uvc_stream_channel.cpp:163 ..." came first.
     done = subprocess.run([sys.executable, "cli.py", "live", "--no-window", "--camera", "63", "--model",

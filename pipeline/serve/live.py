@@ -22,13 +22,13 @@ import numpy as np
 
 from models.served import ServingModel
 from pipeline.serve.annotate import draw_label
-from pipeline.serve.predict import PredictError, classify_stacks, stack_window
+from pipeline.serve.predict import MIN_SECONDS, PredictError, classify_stacks, stack_window
 from stacks.faces import quiet_thread_finder
 from stacks.maker import find_faces
 from stacks.settings import REFERENCE_FPS
-from stacks.timegrid import interval_grid, shown_at
+from stacks.timegrid import TOLERANCE, interval_grid, shown_at
 from stacks.video import VideoError, VideoReader
-from stacks.windows import RollingWindows, SampledFrame, WindowPlan
+from stacks.windows import RollingWindows, SampledFrame, Window, WindowPlan
 
 
 def _camera_frames(camera: int) -> Iterator[tuple[np.ndarray, float]]:
@@ -100,34 +100,39 @@ def live_predictions(model: ServingModel, camera: int = 0, source: Path | None =
     frames = _file_frames(source) if source is not None else _camera_frames(camera)
     with contextlib.closing(frames) as stream:  # releases the camera or file however the loop ends
         try:
-            yield from _loop(model, stream, plan, show)
+            yield from _loop(model, stream, plan, show, short_file=source is not None)
         finally:
             if show:
                 cv2.destroyAllWindows()
 
 
+def _classify(window: Window, model: ServingModel) -> tuple[np.ndarray | None, tuple | None, str]:
+    """(probabilities or None without a face, the last face box, the text drawn)."""
+    stacked = stack_window(window, model)
+    if stacked is None:
+        return None, None, "no face"
+    probs = classify_stacks(model, [stacked])[0]
+    label = model.classes[int(probs.argmax())]
+    last = len(stacked.indices) - 1
+    return probs, stacked.boxes[last] if stacked.found[last] else None, f"{label} {probs.max():.0%}"
+
+
 def _loop(model: ServingModel, stream: Iterator[tuple[np.ndarray, float]], plan: WindowPlan,
-          show: bool) -> Iterator[LivePrediction]:
+          show: bool, short_file: bool = False) -> Iterator[LivePrediction]:
+    """``short_file``: a file that ends before one full window is classified whole, padded as `predict` pads
+    a clip of ``MIN_SECONDS`` or more (live gave no answer where predict gave one)."""
     rolling = RollingWindows(plan)
     moments = interval_grid(plan.interval, REFERENCE_FPS)
     finder = quiet_thread_finder(model.stack.detector)
-    box, text = None, "waiting for a full window"
+    box, text, now = None, "waiting for a full window", 0.0
     # Each frame comes out once the next has arrived: then it is known whether it was shown at a moment.
     timed = shown_at(enumerate(stream), lambda item: item[1][1], moments, lambda: 1.0 / REFERENCE_FPS)
     for (index, (bgr, now)), moment, _ in timed:
         if moment is not None:
             window = rolling.push(SampledFrame(index, bgr, find_faces(finder, bgr), moment))
             if window is not None:
-                stacked = stack_window(window, model)
-                if stacked is None:
-                    text, box = "no face", None
-                    yield LivePrediction(now, None)
-                else:
-                    probs = classify_stacks(model, [stacked])[0]
-                    label = model.classes[int(probs.argmax())]
-                    last = len(stacked.indices) - 1
-                    text, box = f"{label} {probs.max():.0%}", stacked.boxes[last] if stacked.found[last] else None
-                    yield LivePrediction(now, probs)
+                probs, box, text = _classify(window, model)
+                yield LivePrediction(now, probs)
         if show:
             draw_label(bgr, box, text)
             try:
@@ -135,4 +140,8 @@ def _loop(model: ServingModel, stream: Iterator[tuple[np.ndarray, float]], plan:
             except cv2.error as exc:
                 raise PredictError("no display to open a window on: add --no-window") from exc
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                break
+                return
+    if short_file and rolling.last_end == 0 and now + 1.0 / REFERENCE_FPS >= MIN_SECONDS - TOLERANCE:
+        window = rolling.finish()
+        if window is not None:
+            yield LivePrediction(now, _classify(window, model)[0])
