@@ -67,3 +67,9 @@ def test_int8_needs_onnx_and_faces(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "no face images there" in err and "\n" not in err and not (tmp_path / "x.onnx").exists()
     assert cli.main(["export", str(DEFAULT_MODEL), "--onnx", str(tmp_path / "x.onnx"), "--int8", "/nonexistent"]) == 1
     assert "--int8 /nonexistent: no such folder" in capsys.readouterr().err  # said "no face images there"
+    one = tmp_path / "one"  # one image was taken without a word
+    one.mkdir()
+    cv2.imwrite(str(one / "face.png"), np.full((48, 48), 128, np.uint8))
+    assert cli.main(["export", str(DEFAULT_MODEL), "--onnx", str(tmp_path / "x.onnx"), "--int8", str(one)]) == 0
+    out = capsys.readouterr().out
+    assert f"calibrated on 1 image(s) from {one}; warning: 1 is few" in out

@@ -294,6 +294,7 @@ def test_evaluate_shows_progress_through_the_model_pass(frame_run: Path, run_cli
     # After "load val" the model pass said nothing (a minute on FER+ test).
     code, out, err = run_cli("evaluate", frame_run, "--out", tmp_path / "ev")
     assert code == 0 and "evaluate val" in err and "batch" in err and "accuracy" in out
+    assert f"written to {tmp_path / 'ev'}: metrics.json" in out  # a checkpoint's folder got them without a word
     code, _, err = run_cli("evaluate", frame_run, "--out", tmp_path / "ev", "--no-progress")
     assert code == 0 and "evaluate val" not in err
 
@@ -488,8 +489,11 @@ def test_live_on_a_file_shorter_than_a_window_answers_as_predict_does(frame_run:
     pred = predict_file(clips["short"], load_serving_model(frame_run))
     assert done.returncode == 0 and len(lines) == 1, (done.stdout, done.stderr)
     assert lines[0].split()[2:4] == [pred.label, f"{pred.confidence:.2f}"], (lines, pred.label, pred.confidence)
-    done = live(clips["tiny"])  # 0.5 s: what predict refuses gives no answer here either
-    assert done.returncode == 1 and "no prediction: the stream ended before one full window" in done.stdout
+    done = live(clips["tiny"])  # 0.5 s: what predict refuses gives no answer here either, said the same way
+    assert done.returncode == 1 and "no prediction: the file ended before 1 s, the least a clip needs" in done.stdout
+    done = live(clips["image"])  # it said "the stream ended before one full window (3.0 s)"
+    assert done.returncode == 1
+    assert "is a still image; live reads a video (`predict` classifies an image)" in done.stderr
 
 
 def test_live_without_the_camera_is_one_line(frame_run: Path) -> None:

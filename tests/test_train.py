@@ -376,6 +376,28 @@ def test_precision_choice() -> None:
     assert use_bf16("auto", torch.device("cuda"), "mobilenetv3_large")
 
 
+def test_missing_start_weights_and_a_wrong_interval_fail_before_the_stacks_load(stacks: Path, tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    # --weights/--init that do not exist were found after every stack had loaded (41 s on FER2013); here the
+    # stacks past the first cannot load at all, so only a check made before loading says the right thing.
+    broken = tmp_path / "broken"
+    rows = _copy_stacks(stacks, broken)
+    kept = next(row for row in rows if row.split == "train")  # read when the folder is checked
+    for row in rows:
+        if row is not kept:
+            (broken / row.stack).unlink()
+    for flag, value in (("weights", tmp_path / "nope.pth"), ("init", tmp_path / "nope_run")):
+        with pytest.raises(TrainError, match=f"--{flag} .*nope.*: no such file or run folder"):
+            Trainer(config(broken, tmp_path / "runs", flag, **{flag: value}))
+    # --interval 10 picked a folder of interval-5 stacks and trained on them without a word
+    import cli
+
+    (broken / "prepare_report.json").write_text(json.dumps({"settings": {"interval": 5}}))
+    assert cli.main(["train", "--data", str(broken), "--interval", "10", "--backbone", "resnet18"]) == 2
+    err = capsys.readouterr().err
+    assert f"--interval 10: {broken} holds stacks made at interval 5" in err and "--interval 5" in err
+
+
 def test_overwrite_never_deletes_a_folder_that_is_not_a_run(stacks: Path, tmp_path: Path) -> None:
     keep = tmp_path / "runs" / "photos"
     keep.mkdir(parents=True)

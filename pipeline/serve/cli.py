@@ -105,7 +105,8 @@ def _check_predict_options(args: argparse.Namespace) -> None:
     if args.input.is_dir():
         single = [flag for flag, value in (("--timeline", args.timeline), ("--plot", args.plot)) if value]
         if single:
-            raise PredictError(f"{' and '.join(single)} are for one clip; a folder's answers go into one table "
+            raise PredictError(f"{' and '.join(single)} {'is' if len(single) == 1 else 'are'} for one clip; a "
+                               "folder's answers go into one table "
                                f"(--out, default {args.input / FOLDER_CSV})")
     elif args.out is not None:
         raise PredictError("--out is for a folder of clips; for one clip, --json, --timeline, --plot and "
@@ -210,8 +211,11 @@ def cmd_live(args: argparse.Namespace) -> int:
 
     from models.served import ModelLoadError
     from pipeline.serve.live import live_predictions, window_seconds
-    from pipeline.serve.predict import PredictError
+    from pipeline.serve.predict import MIN_SECONDS, PredictError
+    from stacks.settings import IMAGE_EXTENSIONS
 
+    if args.source is not None and args.source.suffix.lower() in IMAGE_EXTENSIONS:
+        return fail(f"--source {args.source} is a still image; live reads a video (`predict` classifies an image)")
     made = windows = 0
     try:
         model = _load(args)
@@ -227,8 +231,9 @@ def cmd_live(args: argparse.Namespace) -> int:
         return fail(str(exc).replace("--stride", "--every"), 2)
     if not made:
         # (it said "... ended before one full window after 0.7 s" below lines of windows: the 0.7 s was wall time)
-        print(f"no prediction: no face in any of the {windows} windows" if windows else
-              f"no prediction: the stream ended before one full window ({window_seconds(model):.1f} s)")
+        short = (f"the file ended before {MIN_SECONDS:g} s, the least a clip needs" if args.source is not None
+                 else f"the stream ended before one full window ({window_seconds(model):.1f} s)")
+        print(f"no prediction: no face in any of the {windows} windows" if windows else f"no prediction: {short}")
         return 1
     return 0
 
@@ -241,6 +246,9 @@ def _live_line(prediction: LivePrediction, classes: Sequence[str], window: float
     label = classes[int(probs.argmax())]
     scores = " ".join(f"{c}={p:.2f}" for c, p in zip(classes, probs))
     return f"t={prediction.time:7.2f}s  {label:<9} {probs.max():.2f}  {scores}"
+
+
+CALIBRATION_ENOUGH = 64  # fewer calibration faces than this: the int8 ranges are a guess
 
 
 def add_export(sub: Subcommands) -> None:
@@ -257,8 +265,9 @@ def add_export(sub: Subcommands) -> None:
                    help="serve with mirror averaging: each face's probabilities averaged with its mirror image's "
                         "(more accurate, 2x the model time); default: as the checkpoint says (off for a run)")
     p.add_argument("--int8", type=Path, metavar="FACES_DIR",
-                   help="with --onnx: int8 weights and activations, calibrated on the face images in FACES_DIR "
-                        "(training faces: FER2013's train folder for the shipped model); ~4x faster on a CPU")
+                   help="with --onnx: int8 weights and activations, calibrated on up to 256 face images in "
+                        "FACES_DIR, cropped to the face as the training faces are (FER2013's train folder for the "
+                        "shipped model; not whole photos); ~4x faster on a CPU")
     p.add_argument("--serve-interval", type=float, metavar="SECONDS",
                    help="with --onnx, frame models: sample a face every SECONDS when serving (default: the "
                         "interval of the training stacks, 1/6 s)")
@@ -288,8 +297,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         check_outputs(args.run, {"--onnx": args.onnx, "--compact": args.compact})
         offsets = dict(args.logit_offset)
         if args.onnx:
-            export_onnx(args.run, args.onnx, args.mirror, args.int8, args.serve_interval, offsets)
+            meta = export_onnx(args.run, args.onnx, args.mirror, args.int8, args.serve_interval, offsets)
             print(f"wrote {args.onnx} ({args.onnx.stat().st_size / 1e6:.1f} MB)")
+            if args.int8:  # it accepted a folder of one whole photo without a word
+                n = meta["calibration_images"]
+                print(f"  int8 ranges calibrated on {n} image(s) from {args.int8}"
+                      + (f"; warning: {n} is few, give {CALIBRATION_ENOUGH} or more face crops" if n <
+                         CALIBRATION_ENOUGH else ""))
         if args.compact:
             export_compact(args.run, args.compact, args.mirror, offsets)
             print(f"wrote {args.compact} ({args.compact.stat().st_size / 1e6:.1f} MB)")

@@ -147,6 +147,7 @@ def export_onnx(run: Path, out: Path, mirror: bool | None = None, int8: Path | N
         faces = calibration_faces(int8, size)
     except QuantizeError as exc:
         raise ExportError(str(exc)) from exc
+    meta["calibration_images"] = len(faces)  # stored with the model: what its int8 ranges were fitted on
     with tempfile.TemporaryDirectory() as tmp:
         write(Path(tmp) / "float.onnx")
         quantize_onnx(Path(tmp) / "float.onnx", Path(out), faces)

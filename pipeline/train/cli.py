@@ -14,7 +14,15 @@ from pipeline.commands import Subcommands, add_command
 from pipeline.config_files import ConfigFileError, read_table
 from pipeline.console import fail as _fail
 from pipeline.console import run_stage
-from pipeline.options import add_options, build, option_table, values_from_args, values_from_file, values_from_saved
+from pipeline.options import (
+    add_options,
+    build,
+    given,
+    option_table,
+    values_from_args,
+    values_from_file,
+    values_from_saved,
+)
 from pipeline.train.settings import TrainConfig
 
 TRAIN_EPILOG = """\
@@ -90,6 +98,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         get_backbone(config.backbone)
     except (ValueError, UnknownBackbone) as exc:
         return _fail(str(exc), 2)
+    if "interval" in given(args):  # it picks the folder; stacks of another interval there trained without a word
+        from pipeline.train.data import stacks_interval
+
+        made = stacks_interval(config.data)
+        if made is not None and made != args.interval:
+            return _fail(f"--interval {args.interval}: {config.data} holds stacks made at interval {made}: make "
+                         f"them again (`python cli.py prepare --source CLIPS_DIR --interval {args.interval} --out "
+                         f"{config.data}`), or train with --interval {made}", 2)
     from pipeline.train.loop import TrainError, TrainInterrupted, TrainResult, run_train
 
     def show(result: TrainResult) -> int:
@@ -120,7 +136,7 @@ def add_evaluate(sub: Subcommands) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.train.evaluate import evaluate_run
+    from pipeline.train.evaluate import evaluate_run, evaluation_dir, output_names
     from pipeline.train.parts import TrainError
 
     try:
@@ -133,4 +149,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"  {'class':<{width}}  precision  recall     f1  support")
     for name, r in m["per_class"].items():
         print(f"  {name:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:7d}")
+    names = output_names(args.split)  # they went into the checkpoint's folder without a word
+    print(f"written to {evaluation_dir(args.run, args.out)}: {', '.join(names.values())}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +26,25 @@ class RunData:
     rows: dict[str, list[ManifestRow]]  # split -> rows
 
 
+def stacks_interval(folder: Path) -> int | None:
+    """The interval the stacks in ``folder`` were made with (their prepare_report.json), None if unknown."""
+    try:
+        report = json.loads((Path(folder) / "prepare_report.json").read_text(encoding="utf-8"))
+        interval = report["settings"]["interval"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return interval if isinstance(interval, int) else None
+
+
 def read_run_data(folder: Path, classes: list[str] | None = None) -> RunData:
     """Read and check the manifest: present, not empty, one channel count, one fingerprint, and
     every class present in train. ``classes`` (evaluation of a trained model) replaces the last check:
     then no train split is needed, only labels the model knows."""
     folder = Path(folder)
     if not (folder / MANIFEST_NAME).is_file():
-        raise DataError(f"no {MANIFEST_NAME} in {folder}: run `python cli.py prepare --out {folder}` first, "
-                        "or pass the stack folder with --data")
+        raise DataError(f"no {MANIFEST_NAME} in {folder}: make the stacks first (`python cli.py prepare --source "
+                        f"CLIPS_DIR --interval K --out {folder}`, K the interval to train on), or pass the stack "
+                        "folder with --data")
     try:
         rows = read_manifest(folder)
     except (KeyError, ValueError, TypeError) as exc:

@@ -46,6 +46,12 @@ def write_evaluation(model: nn.Module, dataset: StackDataset, checkpoint: dict, 
     return metrics
 
 
+def evaluation_dir(run: Path, out: Path | None = None) -> Path:
+    """Where `evaluate` writes: ``out``, else the run folder, else the checkpoint file's folder."""
+    run = Path(run)
+    return Path(out) if out is not None else run if run.is_dir() else run.parent
+
+
 def evaluate_run(run: Path, split: str = "val", data: Path | None = None, device: str = "auto",
                  progress: bool = True, out: Path | None = None) -> dict:
     """Recompute the metrics and plots of a run's best.pt on ``split`` of its (or another) stack folder.
@@ -54,7 +60,7 @@ def evaluate_run(run: Path, split: str = "val", data: Path | None = None, device
     run = Path(run)
     checkpoint = read_checkpoint(run, TrainError)
     model = rebuild_model(checkpoint, TrainError)  # e.g. another timm version, an unregistered backbone
-    run_dir = Path(out) if out is not None else run if run.is_dir() else run.parent
+    run_dir = evaluation_dir(run, out)
     folder = Path(data or checkpoint["train"]["data"])
     classes = list(checkpoint["model"]["classes"])
     try:

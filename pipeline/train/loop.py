@@ -175,6 +175,10 @@ class Trainer:
         self.model_settings = ModelSettings(config.backbone, self.data.channels, tuple(self.data.classes), head,
                                             config.drop_path)
         self.resume_from = self._resume_checkpoint()
+        if not self.resume_from:  # found before the stacks load (a minute on FER2013), not after
+            for flag, path in (("--weights", config.weights), ("--init", config.init)):
+                if path is not None and not Path(path).exists():
+                    raise TrainError(f"{flag} {path}: no such file or run folder")
         if len(self.data.rows["train"]) < 2:
             raise TrainError("a single training stack cannot be trained on (BatchNorm needs batches of 2+)")
         cache_dir = config.data / ".cache" if config.cache == "disk" else None
