@@ -373,6 +373,7 @@ def test_a_folder_gives_one_row_per_file(frame_run: Path, clips: dict, tmp_path:
     rows = {Path(r["file"]).name: r for r in csv.DictReader(open(folder / "predictions.csv"))}
     assert set(rows) == {"short.mp4", "corrupt.mp4", "face.png"}
     assert rows["corrupt.mp4"]["error"] and not rows["corrupt.mp4"]["label"]
+    assert not rows["corrupt.mp4"]["error"].startswith(str(folder))  # the file column names the file already
     assert rows["short.mp4"]["label"] in ("anger", "happy", "sad") and not rows["short.mp4"]["error"]
     assert "2 of 3 files classified" in out
     assert "short.mp4: " in out and "corrupt.mp4: skipped" in out

