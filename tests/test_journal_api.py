@@ -405,3 +405,12 @@ def test_a_host_this_machine_does_not_have_is_blamed_not_the_port(host: str) -> 
 
     with pytest.raises(JournalError, match=f"^--host {re.escape(host)} is not an address of this machine"):
         listen(host, 0)  # it said "{host}:0 cannot be used (...); pass another --port"
+
+
+def test_a_model_that_cannot_load_leaves_no_data_folder(tmp_path: Path) -> None:
+    # The one-line error came after journal.db, clips/, incoming/ and server.lock had been made.
+    done = subprocess.run([sys.executable, str(REPO / "cli.py"), "journal", "--data-dir", str(tmp_path / "j"),
+                           "--port", "0", "--model", str(tmp_path / "nope.pt")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip().count("\n") == 0 and "nope.pt" in done.stderr, done.stderr
+    assert not (tmp_path / "j").exists()

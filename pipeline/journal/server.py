@@ -98,6 +98,11 @@ def serve(settings: JournalSettings, announce: Callable[[Started], None]) -> Non
     if token is None and not settings.loopback:
         token = secrets.token_urlsafe(24)
     sock = listen(settings.host, settings.port)  # first: a busy port leaves no data folder behind
+    try:  # then the model: a bad --model left a data folder (journal.db, clips/, a lock) behind
+        model = load_serving_model(settings.model)
+    except ModelLoadError as exc:
+        sock.close()
+        raise JournalError(str(exc)) from None
     # Everything the server writes (clips, database, lock) is its owner's alone (store.make_private).
     umask = os.umask(0o077)
     try:
@@ -108,10 +113,6 @@ def serve(settings: JournalSettings, announce: Callable[[Started], None]) -> Non
             except StoreError as exc:
                 raise JournalError(str(exc)) from None
             recovery = store.recover()
-            try:
-                model = load_serving_model(settings.model)
-            except ModelLoadError as exc:
-                raise JournalError(str(exc)) from None
             classifier = ClipClassifier(model, settings.workers, settings.queue, settings.min_seconds,
                                         settings.max_seconds)
             app = create_app(settings, store, classifier, project_version(), token)
