@@ -343,3 +343,14 @@ def test_a_stage_interrupted_or_failing_is_one_line_and_its_exit_code(capsys: py
     assert capsys.readouterr().err == "error: cannot write or read grids/g: Permission denied\n"
     with pytest.raises(ValueError):  # anything else is a bug: its traceback is shown
         run_stage(stage(ValueError("bug")), print, **kinds)
+
+
+def test_prepare_on_still_images_does_not_name_an_interval(tmp_path: Path) -> None:
+    # A face-image set's bar read "prepare interval 5", which means nothing to one image.
+    for label in ("happy", "sad"):
+        (tmp_path / "faces" / label).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "faces" / label / "a.png"), np.full((48, 48), 128, np.uint8))
+    result = cli("prepare", "--source", str(tmp_path / "faces"), "--out", str(tmp_path / "out"), "--size", "32",
+                 "--on-no-face", "center")
+    assert result.returncode == 0, result.stderr
+    assert "prepare images" in result.stderr and "prepare interval" not in result.stderr

@@ -152,7 +152,10 @@ def _process_all(pool: ThreadPoolExecutor, todo: list[Source], splits: dict[str,
     frames, interrupted = 0, False
     pending: set[Future] = set()
     queue = iter(todo)
-    bar = tqdm(total=len(todo), desc=f"prepare interval {config.stack.interval}", unit="file",
+    # the interval means nothing to still images (a face-image set showed "prepare interval 5")
+    videos = any(src.kind == "video" for src in todo)
+    bar = tqdm(total=len(todo), desc=f"prepare interval {config.stack.interval}" if videos else "prepare images",
+               unit="file",
                disable=not config.progress or not todo, dynamic_ncols=True)
 
     def refill() -> None:
