@@ -359,7 +359,6 @@ def plan_grid(spec: GridSpec) -> Plan:
         if not spec.source.is_dir():
             raise GridError(f"--source {spec.source} is not a folder of clips; pass --source DIR, or --no-prepare "
                             f"to use stacks already in {spec.stacks_dir}/interval_<k>")
-
     else:
         for k, config in prepares.items():
             if not (config.out / "manifest.csv").is_file():

@@ -1,7 +1,8 @@
 """`cli.py train` and `cli.py evaluate`: argument parsing and printing only.
 
 `train`'s flags are generated from ``TrainConfig``'s fields (pipeline/train/settings.py), and so is the
-reading of a `train --config` file: defaults < file < flags typed here.
+reading of a `train --config` file: defaults < (with --resume) the run's saved config.json < file < flags
+typed here.
 """
 
 from __future__ import annotations
