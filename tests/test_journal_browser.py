@@ -177,6 +177,7 @@ def test_record_save_reload_restart_edit_delete(server: JournalServer, page) -> 
     assert page.eval_on_selector("#playback", "v => v.src.startsWith('blob:')")
     expect(page.locator("#retake")).to_be_visible()
     expect(page.locator("#save")).to_be_enabled()
+    expect(page.locator("#save")).to_be_focused()  # Record was hidden under the keyboard: focus fell to <body>
     page.fill("#note", "a walk by the river")
     page.click("#save")
 
@@ -278,6 +279,11 @@ def test_corrupt_upload_shows_the_servers_message(server: JournalServer, page, t
     expect(page.locator("#record")).to_be_focused()  # the next step, not the page's top
     page.set_input_files("#upload", str(broken))  # another clip (here the same file, chosen again) can be saved
     expect(page.locator("#save")).to_be_enabled()
+    page.click("#save")  # refused again; Escape closes the message as Dismiss does (it stayed, following the user)
+    expect(error).to_be_focused(timeout=30_000)
+    page.keyboard.press("Escape")
+    expect(error).to_be_hidden()
+    expect(page.locator("#record")).to_be_focused()
 
 
 DIARY = {"anger": ["Train was late; missed the meeting.", "Deadline moved again."],
@@ -466,9 +472,20 @@ def test_an_upload_turns_the_camera_off_and_note_drafts_survive(server: JournalS
     expect(page.locator("#camera")).to_have_text("Turn on camera")
     assert page.eval_on_selector("#preview", "v => v.srcObject === null")
 
+    # a note pasted past the limit was cut without a word
+    limit = page.evaluate("document.getElementById('note').maxLength")
+    page.fill("#note", "x" * (limit + 50))
+    expect(page.locator("#note-limit")).to_have_text(f"A note holds at most {limit:,} characters; the rest was "
+                                                     "not kept.")
+    # an unsaved clip and note went on a reload without a word: leaving now asks first
+    asks = ("() => { const e = new Event('beforeunload', {cancelable: true}); dispatchEvent(e); "
+            "return e.defaultPrevented; }")
+    assert page.evaluate(asks)
     page.fill("#note", "https://example.org/" + "a" * 300)
+    expect(page.locator("#note-limit")).to_be_hidden()
     page.click("#save")
     expect(page.locator("#result-label")).to_have_text(HAPPY, timeout=60_000)
+    assert not page.evaluate(asks)  # saved: nothing to lose
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     first = entries(server)[0]
     item = page.locator(f"[data-testid=entry][data-id='{first['id']}']")

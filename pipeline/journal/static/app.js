@@ -216,6 +216,12 @@ function focusNextStep() {
   next?.focus();
 }
 
+// A note pasted past the limit was cut by maxlength without a word.
+function limitText(box) {
+  return box.value.length >= box.maxLength && box.maxLength > 0
+    ? `A note holds at most ${box.maxLength.toLocaleString('en')} characters; the rest was not kept.` : '';
+}
+
 function focusLost() {
   const active = document.activeElement;
   return !active || active === document.body || active.disabled || active.hidden;
@@ -361,6 +367,11 @@ async function onRecord() {
   } finally {
     state.recording = false;
     updateControls();
+    // Record was disabled, then hidden for Retake: focus fell to the page. The message, or the next step.
+    if (focusLost()) {
+      if (!$('error').hidden) $('error').focus();
+      else focusNextStep();
+    }
   }
 }
 
@@ -749,7 +760,7 @@ function entryActions(entry, item) {
   if (state.drafts.has(id)) noteStatus.textContent = 'Not saved yet.';
   const saveNote = el('button', { type: 'button', 'data-testid': 'note-save', text: 'Save note' });
   noteBox.addEventListener('input', () => {
-    noteStatus.textContent = ''; // "Note saved." was about the old text
+    noteStatus.textContent = limitText(noteBox); // "Note saved." was about the old text
     // kept while the history is redrawn (a new entry, a deletion), which rebuilds this box
     if (noteBox.value === (entry.note || '')) state.drafts.delete(id);
     else state.drafts.set(id, noteBox.value);
@@ -966,9 +977,19 @@ async function init() {
     clearError();
     focusNextStep(); // the button that had focus is hidden with the message
   });
-  // Leaving while a clip is being saved, or with a note edited and not saved, asks first.
+  // Leaving while a clip is being saved, with a clip or a note not saved yet, or with a History note edited
+  // and not saved, asks first (a recorded clip and its note went on a reload without a word).
   window.addEventListener('beforeunload', (event) => {
-    if (state.saving || state.drafts.size) event.preventDefault();
+    if (state.saving || state.drafts.size || state.pending || $('note').value.trim()) event.preventDefault();
+  });
+  // Escape on the message (or its Dismiss button) closes it, as Dismiss does.
+  $('error').addEventListener('keydown', (event) => {
+    if (event.key !== 'Escape') return;
+    clearError();
+    focusNextStep();
+  });
+  $('note').addEventListener('input', () => {
+    $('note-limit').textContent = limitText($('note'));
   });
   $('record').addEventListener('click', onRecord);
   $('retake').addEventListener('click', onRecord);
