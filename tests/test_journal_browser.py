@@ -199,6 +199,10 @@ def test_record_save_reload_restart_edit_delete(server: JournalServer, page) -> 
     expect(item).to_have_count(1)
     expect(item.locator("[data-testid=entry-label]")).to_have_text(HAPPY)
     expect(item.locator("[data-testid=entry-note]")).to_have_text("a walk by the river")
+    day_name = page.evaluate("d => new Intl.DateTimeFormat(undefined, {weekday: 'long', day: 'numeric', "
+                             "month: 'long'}).format(new Date(d))", entry["created_at"])
+    # heard with its day (Tab through History gave "02:06 Happy 98% ..." with no date)
+    expect(item.get_by_test_id("entry-open")).to_have_accessible_name(re.compile(f"^{re.escape(day_name)}, "))
     expect(page.locator(f"#calendar [data-testid=calendar-day][data-label='{entry['label']}']")).to_have_count(1)
     expect(page.get_by_test_id(f"count-7-{entry['label']}")).to_have_text("1")
 

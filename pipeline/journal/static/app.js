@@ -711,6 +711,8 @@ function historyItem(entry) {
     class: 'entry-head', type: 'button', 'aria-expanded': 'false', 'data-testid': 'entry-open',
     title: fmtFull.format(date),
   },
+  // heard with its day: moving through the rows by Tab gave times with no date
+  el('span', { class: 'visually-hidden', text: `${fmtDay.format(date)}, ` }),
   el('time', { datetime: entry.created_at, class: 'entry-time', text: fmtTime.format(date) }),
   labelChip(entry.label, { 'data-testid': 'entry-label' }),
   confidence != null ? el('span', { class: 'entry-conf muted', text: pct(confidence) }) : null,
