@@ -327,16 +327,24 @@ class MeshFinder(_TasksFinder):
                 return [box] if (box := _extent(points, w, h)).area > 0 else []
             self._tracked = None
         boxes = []
-        for det in self._detector.detect(_mp_image(rgb)).detections[:self.max_faces]:
-            bb = det.bounding_box
-            (rx, ry), (lx, ly) = [(k.x * w, k.y * h) for k in det.keypoints[:2]]  # the person's right, left eye
-            points, _ = self._landmarks_in(rgb, bb.origin_x + bb.width / 2, bb.origin_y + bb.height / 2,
-                                           max(bb.width, bb.height) * 1.5, math.atan2(ly - ry, lx - rx))
+        for points in self.landmarks(rgb):
             if self.track:
                 self._tracked = self._square_of(points)
             if (box := _extent(points, w, h)).area > 0:
                 boxes.append(box)
         return boxes
+
+    def landmarks(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """The 468 landmarks (468x2, frame pixels) of each face the detector finds, searched afresh."""
+        h, w = rgb.shape[:2]
+        faces = []
+        for det in self._detector.detect(_mp_image(rgb)).detections[:self.max_faces]:
+            bb = det.bounding_box
+            (rx, ry), (lx, ly) = [(k.x * w, k.y * h) for k in det.keypoints[:2]]  # the person's right, left eye
+            points, _ = self._landmarks_in(rgb, bb.origin_x + bb.width / 2, bb.origin_y + bb.height / 2,
+                                           max(bb.width, bb.height) * 1.5, math.atan2(ly - ry, lx - rx))
+            faces.append(points)
+        return faces
 
     def _landmarks_in(self, rgb: np.ndarray, cx: float, cy: float, side: float,
                       angle: float) -> tuple[np.ndarray, bool]:

@@ -144,6 +144,18 @@ def test_mesh_tracking_follows_the_face_loses_it_and_finds_it_again(head: np.nda
     assert tracker.find(head) == first
 
 
+def test_mesh_landmarks_are_the_points_the_box_is_drawn_round(head: np.ndarray) -> None:
+    """``landmarks`` gives the points ``find`` boxes: eyes level with the face, the right eye left of the left."""
+    finder = MeshFinder()
+    (points,) = finder.landmarks(head)
+    (box,) = finder.find(head)
+    assert points.shape == (468, 2)
+    assert np.allclose(points.min(axis=0), (box.x0, box.y0)) and np.allclose(points.max(axis=0), (box.x1, box.y1))
+    right, left = points[MeshFinder.EYES[0]], points[MeshFinder.EYES[1]]
+    assert right[0] < left[0] and abs(right[1] - left[1]) < 0.2 * (left[0] - right[0])
+    assert finder.landmarks(np.full_like(head, 128)) == []
+
+
 def test_finders_find_nothing_in_a_blank_frame() -> None:
     blank = np.full((240, 320, 3), 128, np.uint8)
     assert DetectionFinder().find(blank) == [] and MeshFinder().find(blank) == []
