@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,14 @@ def offsets_from_metadata(meta: dict[str, Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in (meta["model"].get("logit_offsets") or {}).items()}
 
 
+def device_name_error(name: str) -> str | None:
+    """The advice for a ``--device`` that names no device torch has, or None (said before a model is chosen,
+    so that a misspelt device is not reported as a device an ONNX model cannot use)."""
+    if name in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(:\d+)?", name):
+        return None
+    return f"unknown --device {name!r}: use auto, cpu, cuda, cuda:N or mps"
+
+
 def load_serving_model(path: Path | None = None, device: torch.device | str | None = None) -> ServingModel:
     """``path``: a run folder, a checkpoint (.pt), an ONNX export, or None for the shipped default (its int8
     serving form when present). ``device`` (a checkpoint's; "auto", "cpu", "cuda", ...): an ONNX file runs
@@ -120,6 +129,8 @@ def load_serving_model(path: Path | None = None, device: torch.device | str | No
                 "or pass --model RUN_DIR" if path == DEFAULT_MODEL else "pass a run folder, a .pt checkpoint or "
                 "an .onnx export")
         raise ModelLoadError(f"model {path} does not exist; {hint}")
+    if device is not None and (error := device_name_error(str(device))):
+        raise ModelLoadError(error)
     if path.suffix.lower() == ".onnx":
         if device is not None and str(device) not in ("auto", "cpu"):
             raise ModelLoadError(f"{path} is an ONNX model, which onnxruntime runs on the CPU: drop --device "

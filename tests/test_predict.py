@@ -265,6 +265,8 @@ def test_bad_input_messages_are_whole_and_say_what_to_do(frame_run: Path, clips:
         "the plot is written as PNG; use a .png file name":
             ("predict", clips["long"], "--model", frame_run, "--plot", tmp_path / "plot.jpg"),
         "is an ONNX model, which onnxruntime runs on the CPU": ("predict", clips["image"], "--device", "cuda"),
+        # it said the ONNX model could not use the device, as if "gpu" were one
+        "unknown --device 'gpu': use auto, cpu, cuda, cuda:N or mps": ("predict", clips["image"], "--device", "gpu"),
         # a folder of clips was classified first, then "cannot write ...: File exists"
         f"--out {empty / 'answers.csv'}: {empty} is a file, not a folder":
             ("predict", clips["image"].parent, "--model", frame_run, "--out", empty / "answers.csv"),

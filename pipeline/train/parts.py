@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.served import device_name_error
 from pipeline.train.settings import TrainConfig
 
 
@@ -18,6 +19,8 @@ class TrainError(Exception):
 
 
 def resolve_device(name: str) -> torch.device:
+    if error := device_name_error(name):
+        raise TrainError(error)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -28,8 +31,6 @@ def resolve_device(name: str) -> torch.device:
         raise TrainError("--device cuda asked but no CUDA GPU is visible; use --device cpu or auto")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise TrainError("--device mps asked but Apple's MPS backend is not available; use --device cpu or auto")
-    if name != "cpu" and not name.startswith(("cuda", "mps")):
-        raise TrainError(f"unknown --device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     return torch.device(name)
 
 
