@@ -558,6 +558,26 @@ def test_months_back_in_the_calendar_and_history_pages(browser, tmp_path: Path) 
             expect(page.locator("[data-testid=entry]")).to_have_count(50)
             expect(page.locator("#history-more")).to_have_text("Show older entries (10 more)")
             expect(page.locator("#cal-later")).to_be_disabled()
+            # The calendar is one Tab stop, its newest day; the arrow keys move between its days (each day
+            # with entries was a Tab stop of its own: up to 35 of them before History).
+            days = page.locator("#calendar [data-testid=calendar-day]")
+            shown = [days.nth(i).get_attribute("data-day") for i in range(days.count())]  # oldest first
+            assert len(shown) >= 15 and shown == sorted(shown)
+            expect(page.locator("#calendar [tabindex='0']")).to_have_count(1)
+            page.focus("#cal-earlier")
+            page.keyboard.press("Tab")
+            focused = "#calendar [data-testid=calendar-day]:focus"
+            expect(page.locator(focused)).to_have_attribute("data-day", shown[-1])
+            for key, expected in (("ArrowLeft", shown[-2]), ("ArrowUp", shown[-6]), ("ArrowRight", shown[-5]),
+                                  ("Home", shown[0]), ("ArrowLeft", shown[0]), ("ArrowDown", shown[4]),
+                                  ("End", shown[-1]), ("ArrowRight", shown[-1])):
+                page.keyboard.press(key)  # entries every other day: a week up is 4 days with entries back
+                expect(page.locator(focused)).to_have_attribute("data-day", expected)
+            page.keyboard.press("ArrowLeft")
+            page.keyboard.press("Tab")  # out of the calendar in one step, and back in on the day left
+            expect(page.locator(focused)).to_have_count(0)
+            page.keyboard.press("Shift+Tab")
+            expect(page.locator(focused)).to_have_attribute("data-day", shown[-2])
             day = page.locator(f"#calendar [data-testid=calendar-day][data-day='{oldest['day']}']")
             while not day.count():
                 assert page.locator("#cal-earlier").is_enabled(), "the oldest entry's day was never shown"

@@ -902,7 +902,7 @@ function renderCalendar() {
       const summary = [...counts].sort((a, b) => b[1] - a[1]).map(([l, n]) => `${l} ×${n}`).join(', ');
       cell = el('button', {
         type: 'button', class: classes.join(' '), colour: colourOf(label),
-        dataset: { day: key, label }, 'data-testid': 'calendar-day',
+        dataset: { day: key, label, index: String(i) }, 'data-testid': 'calendar-day', tabindex: '-1',
         title: `${fmtDay.format(day)}: ${summary}`, 'aria-label': `${fmtDay.format(day)}: mostly ${label} (${summary})`,
       }, number, entries.length > 1 ? el('span', { class: 'cal-count', text: String(entries.length) }) : null);
       cell.style.setProperty('--on', inkOn(colourOf(label)));
@@ -921,6 +921,35 @@ function renderCalendar() {
     }
     row.append(cell);
   }
+  const days = cal.querySelectorAll('button.cal-day');
+  if (days.length) days[days.length - 1].tabIndex = 0; // the newest day is where Tab comes in
+}
+
+// The calendar is one Tab stop (up to 35 days were one each): Tab comes in on the newest day with entries, or
+// on the one last focused; the arrow keys move between the days with entries, left and right one at a time,
+// up and down a week, and Home and End go to the first and the last.
+function calendarKey(event) {
+  const days = [...$('calendar').querySelectorAll('button.cal-day')];
+  const at = days.indexOf(document.activeElement);
+  if (at < 0) return;
+  const index = (b) => Number(b.dataset.index);
+  const here = index(days[at]);
+  const target = {
+    ArrowLeft: days[at - 1],
+    ArrowRight: days[at + 1],
+    ArrowUp: days.filter((b) => index(b) <= here - 7).pop(),
+    ArrowDown: days.find((b) => index(b) >= here + 7),
+    Home: days[0],
+    End: days[days.length - 1],
+  };
+  if (!(event.key in target)) return;
+  event.preventDefault(); // the page does not scroll under an arrow that has no day to go to
+  target[event.key]?.focus();
+}
+
+function calendarFocus(event) {
+  if (!event.target.matches('button.cal-day')) return;
+  for (const b of $('calendar').querySelectorAll('button.cal-day')) b.tabIndex = b === event.target ? 0 : -1;
 }
 
 function renderCounts() {
@@ -959,6 +988,8 @@ function renderLegend() {
 // ---------------------------------------------------------------- start
 
 async function init() {
+  $('calendar').addEventListener('keydown', calendarKey);
+  $('calendar').addEventListener('focusin', calendarFocus);
   $('cal-earlier').addEventListener('click', () => {
     state.weeksBack += 5;
     renderCalendar();
